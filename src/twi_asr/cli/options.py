@@ -1,0 +1,52 @@
+"""Option aliases shared by every command (one definition, one help text).
+
+Defaults come from :class:`twi_asr.config.Settings`, i.e. ``TWI_ASR_*``
+environment variables, so flags and env agree everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        envvar="TWI_ASR_MODEL",
+        help="Alias (twi, tiny.en, ...), local folder, hub id org/name, or s3://bucket/prefix.",
+    ),
+]
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        "-e",
+        envvar="TWI_ASR_ENGINE",
+        help="auto (by the model folder), transformers or ctranslate2.",
+    ),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", envvar="TWI_ASR_DEVICE", help="auto, cpu or cuda.")]
+ComputeTypeOpt = Annotated[
+    str,
+    typer.Option(
+        "--compute-type",
+        envvar="TWI_ASR_COMPUTE_TYPE",
+        help="ctranslate2: int8, int8_float16, float16, float32; transformers: float32, float16, bfloat16.",
+    ),
+]
+LanguageOpt = Annotated[
+    str,
+    typer.Option(
+        "--language",
+        "-l",
+        envvar="TWI_ASR_LANGUAGE",
+        help="auto, a Whisper code (en, yo, ...), or tw/twi/ak/akan = the checkpoint's own default.",
+    ),
+]
+BatchSizeOpt = Annotated[
+    int,
+    typer.Option("--batch-size", "-b", min=1, envvar="TWI_ASR_BATCH_SIZE", help="Clips per engine batch."),
+]

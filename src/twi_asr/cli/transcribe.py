@@ -1,0 +1,156 @@
+"""``twi-asr transcribe``: files, folders, globs and s3:// prefixes -> text and subtitle files."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ..config import Settings
+from ..errors import InputError, UsageError
+from ..types import TranscribeOptions
+from ..writers import output_path, render, write_transcript
+from . import console
+from .options import BatchSizeOpt, ComputeTypeOpt, DeviceOpt, EngineOpt, LanguageOpt, ModelOpt
+from .progress import Reporter, Summary
+
+if TYPE_CHECKING:
+    from ..pipeline import ItemResult
+
+_SETTINGS = Settings.from_env()
+
+
+def transcribe(
+    inputs: Annotated[
+        list[str], typer.Argument(help="Audio/video files, folders (recursive), globs or s3:// prefixes.")
+    ],
+    output_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--output-dir", "-o", help="Write one file per input and format here (mirrors folders)."
+        ),
+    ] = None,
+    formats: Annotated[
+        str, typer.Option("--format", "-f", help="Comma-separated: txt, json, srt, vtt, tsv, or all.")
+    ] = "txt",
+    model: ModelOpt = _SETTINGS.model,
+    engine: EngineOpt = _SETTINGS.engine,
+    language: LanguageOpt = "auto",
+    task: Annotated[
+        str, typer.Option("--task", help="transcribe, or translate (to English).")
+    ] = "transcribe",
+    beam_size: Annotated[int, typer.Option("--beam-size", min=1, help="1 = greedy (faster).")] = 5,
+    temperature: Annotated[
+        str,
+        typer.Option("--temperature", help="Fallback ladder, e.g. 0,0.2,0.4 (a single value: no fallback)."),
+    ] = "0,0.2,0.4,0.6,0.8,1.0",
+    prompt: Annotated[str | None, typer.Option("--prompt", help="Initial prompt (names, spellings).")] = None,
+    word_timestamps: Annotated[
+        bool, typer.Option("--word-timestamps/--no-word-timestamps", help="Per-word times (json, tsv).")
+    ] = False,
+    device: DeviceOpt = _SETTINGS.device,
+    compute_type: ComputeTypeOpt = _SETTINGS.compute_type,
+    batch_size: BatchSizeOpt = _SETTINGS.batch_size,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite/--skip-existing", help="Redo inputs whose outputs already exist.")
+    ] = True,
+) -> None:
+    """Transcribe audio locally. Without -o, text goes to stdout."""
+    from ..writers import parse_formats
+
+    fmts = parse_formats(formats)
+    if output_dir is None and len(fmts) > 1:
+        raise UsageError("several formats need --output-dir/-o (stdout takes one format)")
+    try:
+        temps = tuple(float(t) for t in temperature.split(",") if t.strip())
+    except ValueError:
+        raise UsageError(f"--temperature {temperature!r}: expected numbers like 0,0.2,0.4") from None
+    options = TranscribeOptions(
+        language=language,
+        task=task,
+        beam_size=beam_size,
+        temperatures=temps,  # type: ignore[arg-type]
+        initial_prompt=prompt,
+        word_timestamps=word_timestamps,
+    )
+    run_transcribe(
+        inputs,
+        output_dir=output_dir,
+        formats=fmts,
+        options=options,
+        model=model,
+        engine=engine,
+        device=device,
+        compute_type=compute_type,
+        batch_size=batch_size,
+        overwrite=overwrite,
+    )
+
+
+def run_transcribe(
+    inputs: list[str],
+    *,
+    output_dir: Path | None,
+    formats: tuple[str, ...],
+    options: TranscribeOptions,
+    model: str,
+    engine: str,
+    device: str,
+    compute_type: str,
+    batch_size: int,
+    overwrite: bool,
+) -> None:
+    """Discover, load the engine, run the pipeline, write as results arrive, summarise."""
+    from ..engines import load_transcriber
+    from ..pipeline import run_pipeline
+    from ..storage import discover
+
+    started = time.perf_counter()
+    found = discover(inputs)
+    summary = Summary(skipped=len(found.skipped))
+    for spec in found.missing:
+        summary.record_failure(spec, InputError(f"{spec}: no such file, folder or matching glob"))
+    items = found.items
+    if output_dir is not None and not overwrite:
+        items = [
+            i for i in items if not all(output_path(output_dir, i.relative, f).exists() for f in formats)
+        ]
+        summary.already_done = len(found.items) - len(items)
+    if not found.items and not found.missing:
+        raise InputError(f"no audio or video files found in {', '.join(inputs)}")
+
+    if items:
+        with console.stderr.status(f"loading model {model} ...", spinner="dots"):
+            transcriber = load_transcriber(
+                model, engine=engine, device=device, compute_type=compute_type, batch_size=batch_size
+            )
+        with Reporter(items, summary) as reporter:
+            for result in run_pipeline(
+                items, transcriber, options, batch_size=batch_size, on_start=reporter.started
+            ):
+                _emit(result, output_dir, formats, many=len(found.items) > 1)
+                reporter.finished(result)
+    summary.wall_seconds = time.perf_counter() - started
+    summary.print()
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _emit(result: ItemResult, output_dir: Path | None, formats: tuple[str, ...], *, many: bool) -> None:
+    """Write one finished result now, so nothing done is lost if a later input fails."""
+    if result.transcript is None:
+        return
+    if output_dir is not None:
+        write_transcript(result.transcript, output_dir, result.item.relative, formats)
+        return
+    fmt = formats[0]
+    if fmt == "json":  # one JSON document per line (JSON Lines) on stdout
+        body = json.dumps(result.transcript.to_dict(), ensure_ascii=False)
+    else:
+        body = render(result.transcript, fmt).rstrip("\n")
+        if many:
+            body = f"==> {result.item.relative} <==\n{body}"
+    console.stdout.out(body, highlight=False)

@@ -1,0 +1,53 @@
+"""Defaults in one place, overridable from ``TWI_ASR_*`` environment variables.
+
+The CLI's flags take their defaults from here, so a container is configured
+by its environment alone. Reading is cheap (no pydantic at import time: the
+``--help`` path must stay instant).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ENGINES = ("auto", "transformers", "ctranslate2")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(f"TWI_ASR_{name}", "").strip()
+    return value or default
+
+
+def default_cache_dir() -> Path:
+    """Where downloaded and converted models live (``TWI_ASR_CACHE_DIR``)."""
+    explicit = os.environ.get("TWI_ASR_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "twi-asr"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Process-wide defaults; every field has a ``TWI_ASR_<FIELD>`` variable."""
+
+    model: str
+    engine: str
+    device: str
+    compute_type: str
+    batch_size: int
+    cache_dir: Path
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Read the environment now (call at command time, not import time)."""
+        return cls(
+            model=_env("MODEL", "twi"),
+            engine=_env("ENGINE", "auto"),
+            device=_env("DEVICE", "auto"),
+            compute_type=_env("COMPUTE_TYPE", "default"),
+            batch_size=int(_env("BATCH_SIZE", "8")),
+            cache_dir=default_cache_dir(),
+        )

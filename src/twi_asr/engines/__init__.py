@@ -1,0 +1,69 @@
+"""Engines behind one protocol, and :func:`load_transcriber` that picks one.
+
+Importing this package is cheap: each engine imports torch / ctranslate2 only
+when it is constructed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import DEVICES, ENGINES
+from ..errors import UsageError
+from ..models import ResolvedModel, resolve_model
+from .base import Transcriber
+
+__all__ = ["Transcriber", "load_transcriber", "pick_engine"]
+
+
+def pick_engine(requested: str, model: ResolvedModel) -> str:
+    """``auto`` follows the model folder's layout; an explicit choice must fit it."""
+    if requested not in ENGINES:
+        raise UsageError(f"unknown engine {requested!r}: choose one of {', '.join(ENGINES)}")
+    if requested == "auto":
+        return model.format
+    if requested != model.format:
+        hint = (
+            "convert it with `twi-asr models convert` or use --engine transformers"
+            if model.format == "transformers"
+            else "use --engine ctranslate2 (or --engine auto)"
+        )
+        raise UsageError(f"{model.name} is a {model.format} model, not a {requested} one: {hint}")
+    return requested
+
+
+def load_transcriber(
+    model: str | None = None,
+    *,
+    engine: str = "auto",
+    device: str = "auto",
+    compute_type: str = "default",
+    batch_size: int = 8,
+    cache_dir: Path | None = None,
+) -> Transcriber:
+    """Resolve ``model`` (alias, folder, hub id or s3:// prefix) and load an engine for it.
+
+    ``compute_type``: for ctranslate2 a CTranslate2 compute type (``int8``,
+    ``float16``...; default int8 on CPU, float16 on CUDA); for transformers a
+    torch dtype name (default float32 on CPU, float16 on CUDA).
+    """
+    if device not in DEVICES:
+        raise UsageError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
+    resolved = resolve_model(model, cache_dir=cache_dir)
+    chosen = pick_engine(engine, resolved)
+    if chosen == "ctranslate2":
+        from .ctranslate2 import CTranslate2Transcriber
+
+        return CTranslate2Transcriber(
+            resolved.path, model_name=resolved.name, device=device, compute_type=compute_type
+        )
+    from .transformers import TransformersTranscriber
+
+    if compute_type not in ("default", "float32", "float16", "bfloat16"):
+        raise UsageError(
+            f"--compute-type {compute_type} is not a torch dtype: use float32, float16 or bfloat16 "
+            "with the transformers engine"
+        )
+    return TransformersTranscriber(
+        resolved.path, model_name=resolved.name, device=device, dtype=compute_type, batch_size=batch_size
+    )

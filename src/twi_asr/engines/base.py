@@ -1,0 +1,68 @@
+"""The one contract every engine fulfils, plus helpers they share.
+
+``Transcriber.transcribe(batch of audio, options) -> list[Transcript]``: engines
+take whole batches so the CLI, the batch runner and the server's batcher can
+hand them many clips at once. An engine is loaded once per process and is
+safe to call from one worker thread at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..types import Segment, TranscribeOptions, Transcript, Word
+
+AudioInput = np.ndarray
+"""float32 mono samples at 16 kHz (see :func:`twi_asr.audio.decode_audio`)."""
+
+
+@runtime_checkable
+class Transcriber(Protocol):
+    """A loaded Whisper model that turns batches of 16 kHz audio into transcripts."""
+
+    engine: str
+    """``"transformers"`` or ``"ctranslate2"``."""
+    model_name: str
+    """What the user asked for (alias, path or hub id)."""
+    device: str
+    """Where it runs: ``"cpu"`` or ``"cuda"``."""
+
+    def transcribe(
+        self, audios: Sequence[AudioInput], options: TranscribeOptions | None = None
+    ) -> list[Transcript]:
+        """Transcribe every clip; the result list is in input order."""
+        ...
+
+
+def clean_text(text: str) -> str:
+    """Whitespace-normalised text as it goes into a Transcript."""
+    return " ".join(text.split())
+
+
+def make_transcript(
+    segments: list[Segment], *, language: str | None, duration: float, model: str, engine: str
+) -> Transcript:
+    """Assemble a Transcript, dropping empty segments and renumbering the rest."""
+    kept = [s for s in segments if s.text]
+    renumbered = tuple(
+        Segment(id=i, start=s.start, end=s.end, text=s.text, words=s.words) for i, s in enumerate(kept)
+    )
+    text = clean_text(" ".join(s.text for s in renumbered))
+    return Transcript(
+        text=text, language=language, duration=duration, segments=renumbered, model=model, engine=engine
+    )
+
+
+def clamp_words(words: list[Word], start: float, end: float) -> tuple[Word, ...]:
+    """Keep word times inside their segment and monotonic (alignment can wobble)."""
+    out: list[Word] = []
+    last = start
+    for w in words:
+        s = min(max(w.start, last), end)
+        e = min(max(w.end, s), end)
+        out.append(Word(start=round(s, 3), end=round(e, 3), word=w.word, probability=w.probability))
+        last = s
+    return tuple(out)

@@ -1,0 +1,150 @@
+"""Language codes: what Whisper knows, and what Twi means to us.
+
+Whisper has no language token for Twi/Akan. A Twi fine-tune is trained with
+some token (or none) in the decoder prompt, recorded in its generation
+config. So ``tw``/``twi``/``ak``/``akan`` resolve to *the checkpoint's own
+default*, never to an error and never silently to English.
+"""
+
+from __future__ import annotations
+
+from .errors import UsageError
+
+#: The codes Whisper's tokenizer has a language token for (code -> name).
+WHISPER_LANGUAGES: dict[str, str] = {
+    "en": "english",
+    "zh": "chinese",
+    "de": "german",
+    "es": "spanish",
+    "ru": "russian",
+    "ko": "korean",
+    "fr": "french",
+    "ja": "japanese",
+    "pt": "portuguese",
+    "tr": "turkish",
+    "pl": "polish",
+    "ca": "catalan",
+    "nl": "dutch",
+    "ar": "arabic",
+    "sv": "swedish",
+    "it": "italian",
+    "id": "indonesian",
+    "hi": "hindi",
+    "fi": "finnish",
+    "vi": "vietnamese",
+    "he": "hebrew",
+    "uk": "ukrainian",
+    "el": "greek",
+    "ms": "malay",
+    "cs": "czech",
+    "ro": "romanian",
+    "da": "danish",
+    "hu": "hungarian",
+    "ta": "tamil",
+    "no": "norwegian",
+    "th": "thai",
+    "ur": "urdu",
+    "hr": "croatian",
+    "bg": "bulgarian",
+    "lt": "lithuanian",
+    "la": "latin",
+    "mi": "maori",
+    "ml": "malayalam",
+    "cy": "welsh",
+    "sk": "slovak",
+    "te": "telugu",
+    "fa": "persian",
+    "lv": "latvian",
+    "bn": "bengali",
+    "sr": "serbian",
+    "az": "azerbaijani",
+    "sl": "slovenian",
+    "kn": "kannada",
+    "et": "estonian",
+    "mk": "macedonian",
+    "br": "breton",
+    "eu": "basque",
+    "is": "icelandic",
+    "hy": "armenian",
+    "ne": "nepali",
+    "mn": "mongolian",
+    "bs": "bosnian",
+    "kk": "kazakh",
+    "sq": "albanian",
+    "sw": "swahili",
+    "gl": "galician",
+    "mr": "marathi",
+    "pa": "punjabi",
+    "si": "sinhala",
+    "km": "khmer",
+    "sn": "shona",
+    "yo": "yoruba",
+    "so": "somali",
+    "af": "afrikaans",
+    "oc": "occitan",
+    "ka": "georgian",
+    "be": "belarusian",
+    "tg": "tajik",
+    "sd": "sindhi",
+    "gu": "gujarati",
+    "am": "amharic",
+    "yi": "yiddish",
+    "lo": "lao",
+    "uz": "uzbek",
+    "fo": "faroese",
+    "ht": "haitian creole",
+    "ps": "pashto",
+    "tk": "turkmen",
+    "nn": "nynorsk",
+    "mt": "maltese",
+    "sa": "sanskrit",
+    "lb": "luxembourgish",
+    "my": "myanmar",
+    "bo": "tibetan",
+    "tl": "tagalog",
+    "mg": "malagasy",
+    "as": "assamese",
+    "tt": "tatar",
+    "haw": "hawaiian",
+    "ln": "lingala",
+    "ha": "hausa",
+    "ba": "bashkir",
+    "jw": "javanese",
+    "su": "sundanese",
+    "yue": "cantonese",
+}
+
+#: Names users type for Twi/Akan; they mean "the checkpoint's default".
+TWI_CODES = frozenset({"tw", "twi", "ak", "aka", "akan", "asante", "ashanti", "fante", "fanti"})
+
+_BY_NAME = {name: code for code, name in WHISPER_LANGUAGES.items()}
+
+
+def is_twi(language: str | None) -> bool:
+    """True when ``language`` names Twi/Akan in any of its accepted spellings."""
+    return language is not None and language.strip().lower() in TWI_CODES
+
+
+def resolve_language(requested: str | None, *, checkpoint_default: str | None) -> str | None:
+    """The Whisper language code to force, or None to let the model decide.
+
+    - ``None``, ``""`` or ``auto``: None (detect; an English-only model is English).
+    - a Twi/Akan spelling: ``checkpoint_default`` (may be None: the model decides).
+    - a Whisper code or name (``en``, ``english``): that code.
+    - anything else: :class:`UsageError` listing what is accepted.
+    """
+    if requested is None:
+        return None
+    value = requested.strip().lower()
+    if value in ("", "auto"):
+        return None
+    if value in TWI_CODES:
+        return checkpoint_default
+    if value in WHISPER_LANGUAGES:
+        return value
+    if value in _BY_NAME:
+        return _BY_NAME[value]
+    raise UsageError(
+        f"unknown language {requested!r}: use a Whisper code such as 'en' or 'yo', "
+        "'tw'/'ak' for Twi (the checkpoint's own default), or 'auto' to detect"
+    )

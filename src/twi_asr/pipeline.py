@@ -1,0 +1,142 @@
+"""The one pipeline: source -> audio -> engine -> transcript, item by item.
+
+Decoding runs one step ahead in a worker thread while the engine works on
+the previous batch. Every failure is caught per input and reported as a
+result with its error, so one bad file never costs the others; an engine
+failure on a batch is retried clip by clip to find the culprit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from .audio import Audio, decode_audio
+from .engines.base import Transcriber
+from .errors import InputError, TwiAsrError
+from .storage import InputItem, read_bytes
+from .types import Timings, TranscribeOptions, Transcript
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """What happened to one input: a transcript, or the error that stopped it."""
+
+    item: InputItem
+    transcript: Transcript | None
+    error: TwiAsrError | None
+    audio_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when a transcript was produced."""
+        return self.error is None
+
+
+def load_item(item: InputItem) -> Audio:
+    """Decode one input (local path or S3 object) to 16 kHz mono float32."""
+    if item.is_s3:
+        return decode_audio(read_bytes(item.source), name=item.source)
+    return decode_audio(item.source)
+
+
+def _decode_batch(items: Sequence[InputItem]) -> list[tuple[InputItem, Audio | TwiAsrError, float]]:
+    out: list[tuple[InputItem, Audio | TwiAsrError, float]] = []
+    for item in items:
+        t0 = time.perf_counter()
+        try:
+            audio: Audio | TwiAsrError = load_item(item)
+        except TwiAsrError as exc:
+            audio = exc
+        except OSError as exc:  # permission denied, I/O error...
+            audio = InputError(f"{item.source}: cannot read: {exc.strerror or exc}")
+        out.append((item, audio, time.perf_counter() - t0))
+    return out
+
+
+def _chunks(items: Sequence[InputItem], size: int) -> Iterator[Sequence[InputItem]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def run_pipeline(
+    items: Sequence[InputItem],
+    transcriber: Transcriber,
+    options: TranscribeOptions,
+    *,
+    batch_size: int = 8,
+    on_start: Callable[[InputItem, float], None] | None = None,
+) -> Iterator[ItemResult]:
+    """Transcribe ``items`` in batches, yielding one :class:`ItemResult` per input, in order.
+
+    ``on_start(item, seconds)`` is called when an item's audio is decoded and
+    handed to the engine (progress bars use it).
+    """
+    batches = list(_chunks(items, max(1, batch_size)))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="twi-asr-decode") as pool:
+        pending: Future[list[tuple[InputItem, Audio | TwiAsrError, float]]] | None = None
+        if batches:
+            pending = pool.submit(_decode_batch, batches[0])
+        for b in range(len(batches)):
+            assert pending is not None
+            decoded = pending.result()
+            pending = pool.submit(_decode_batch, batches[b + 1]) if b + 1 < len(batches) else None
+            yield from _transcribe_decoded(decoded, transcriber, options, on_start)
+
+
+def _transcribe_decoded(
+    decoded: list[tuple[InputItem, Audio | TwiAsrError, float]],
+    transcriber: Transcriber,
+    options: TranscribeOptions,
+    on_start: Callable[[InputItem, float], None] | None,
+) -> Iterable[ItemResult]:
+    good = [(item, audio, dt) for item, audio, dt in decoded if isinstance(audio, Audio)]
+    results: dict[int, ItemResult] = {}
+    for idx, (item, audio, _) in enumerate(decoded):
+        if not isinstance(audio, Audio):
+            results[idx] = ItemResult(item=item, transcript=None, error=audio)
+    for item, audio, _ in good:
+        if on_start:
+            on_start(item, audio.duration)
+    transcripts = _engine_call(transcriber, [a for _, a, _ in good], options, [i for i, _, _ in good])
+    positions = [i for i, (_, a, _) in enumerate(decoded) if isinstance(a, Audio)]
+    for pos, (item, audio, decode_s), (result, infer_s) in zip(positions, good, transcripts, strict=True):
+        if isinstance(result, TwiAsrError):
+            results[pos] = ItemResult(item=item, transcript=None, error=result, audio_seconds=audio.duration)
+            continue
+        timings = Timings(
+            decode_audio=round(decode_s, 4), inference=round(infer_s, 4), total=round(decode_s + infer_s, 4)
+        )
+        results[pos] = ItemResult(
+            item=item, transcript=result.with_meta(timings=timings), error=None, audio_seconds=audio.duration
+        )
+    return [results[i] for i in range(len(decoded))]
+
+
+def _engine_call(
+    transcriber: Transcriber, audios: list[Audio], options: TranscribeOptions, items: list[InputItem]
+) -> list[tuple[Transcript | TwiAsrError, float]]:
+    """One batched engine call; on failure, retry one by one so only the culprit fails."""
+    if not audios:
+        return []
+    t0 = time.perf_counter()
+    try:
+        out = transcriber.transcribe([a.samples for a in audios], options)
+        per_item = (time.perf_counter() - t0) / len(audios)
+        return [(t, per_item) for t in out]
+    except TwiAsrError:
+        raise  # a usage/environment problem applies to every input: stop
+    except Exception as exc:  # an engine crash on one clip must not sink the batch
+        if len(audios) == 1:
+            log.debug("engine failed on %s", items[0].source, exc_info=True)
+            return [(InputError(f"{items[0].source}: the engine failed: {exc}"), time.perf_counter() - t0)]
+        log.warning("batch of %d failed (%s); retrying one by one", len(audios), exc)
+    results: list[tuple[Transcript | TwiAsrError, float]] = []
+    for audio, item in zip(audios, items, strict=True):
+        results.extend(_engine_call(transcriber, [audio], options, [item]))
+    return results
