@@ -12,12 +12,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ENGINES = ("auto", "transformers", "ctranslate2")
+DEFAULT_MODEL = "twi"
+DEFAULT_BATCH_SIZE = 8
 DEVICES = ("auto", "cpu", "cuda")
 
 
 def _env(name: str, default: str) -> str:
     value = os.environ.get(f"TWI_ASR_{name}", "").strip()
     return value or default
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        from .errors import UsageError
+
+        raise UsageError(f"TWI_ASR_{name}={raw!r}: expected a whole number of at least 1")
+    return value
 
 
 def default_cache_dir() -> Path:
@@ -44,10 +59,10 @@ class Settings:
     def from_env(cls) -> Settings:
         """Read the environment now (call at command time, not import time)."""
         return cls(
-            model=_env("MODEL", "twi"),
+            model=_env("MODEL", DEFAULT_MODEL),
             engine=_env("ENGINE", "auto"),
             device=_env("DEVICE", "auto"),
             compute_type=_env("COMPUTE_TYPE", "default"),
-            batch_size=int(_env("BATCH_SIZE", "8")),
+            batch_size=_env_int("BATCH_SIZE", DEFAULT_BATCH_SIZE),
             cache_dir=default_cache_dir(),
         )

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .config import default_cache_dir
+from .config import DEFAULT_MODEL, default_cache_dir
 from .errors import DependencyMissingError, ModelNotFoundError, UsageError
 
 ModelFormat = Literal["transformers", "ctranslate2"]
@@ -91,8 +91,6 @@ ALIASES: dict[str, ModelAlias] = {
         ),
     )
 }
-
-DEFAULT_MODEL = "twi"
 
 
 @dataclass(frozen=True)

@@ -122,17 +122,20 @@ def discover(specs: Iterable[str]) -> Discovery:
         elif path.exists():
             add(str(path), path.name, explicit=True)
         elif _GLOB_CHARS & set(spec):
-            base = _glob_base(spec)
-            matches = sorted(glob.glob(os.path.expanduser(spec), recursive=True))
-            files = [Path(m) for m in matches if Path(m).is_file()]
+            pattern = os.path.expanduser(spec)
+            base = _glob_base(pattern)
+            files = [Path(m) for m in sorted(glob.glob(pattern, recursive=True)) if Path(m).is_file()]
             if not files:
                 found.missing.append(spec)
-            for f in files:
+            for f in files:  # like a folder: a glob selects the media among its matches
+                if not is_media(f.name):
+                    found.skipped.append(str(f))
+                    continue
                 try:
                     rel = f.relative_to(base).as_posix()
                 except ValueError:
                     rel = f.name
-                add(str(f), rel, explicit=True)
+                add(str(f), rel, explicit=False)
         else:
             found.missing.append(spec)
     return found

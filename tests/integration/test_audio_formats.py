@@ -7,9 +7,6 @@ is checked elsewhere.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +15,10 @@ import pytest
 from twi_asr.audio import SAMPLE_RATE, Audio, decode_audio, probe_duration
 from twi_asr.errors import AudioError
 
+from .conftest import ENCODED, WAV_VARIANTS, Media
+
 pytestmark = pytest.mark.slow
 
-TEXT = "The quick brown fox jumps over the lazy dog. She sells sea shells by the sea shore."
 FRAME = SAMPLE_RATE // 50  # 20 ms
 # Measured with ffmpeg 5.1: every format lines up at lag 0 with envelope correlation >= 0.985 and RMS
 # within 5% (MP3) of the reference; the bounds below leave a margin, not room for a real shift.
@@ -40,107 +38,6 @@ ALLOWANCE = {
     # ffmpeg's wmav2 encoder/decoder pair loses ~40 ms at the start.
     "wma": (DURATION_TOLERANCE, 2),
 }
-
-# ffmpeg's "-ac 2" upmixes mono at -3 dB, so stereo files are made with the pan filter.
-ENCODED = {
-    # name: (file name, ffmpeg output arguments)
-    "flac": ("speech.flac", ["-c:a", "flac"]),
-    "ogg-vorbis": ("speech.ogg", ["-c:a", "libvorbis"]),
-    "opus": ("speech.opus", ["-c:a", "libopus"]),
-    "webm-opus": ("speech.webm", ["-c:a", "libopus"]),
-    "mp3": ("speech.mp3", ["-c:a", "libmp3lame"]),
-    "m4a-aac": ("speech.m4a", ["-c:a", "aac"]),
-    "aac-adts": ("speech.aac", ["-c:a", "aac"]),
-    "3gp-aac-16k": ("speech.3gp", ["-c:a", "aac", "-ar", "16000"]),
-    "wma": ("speech.wma", ["-c:a", "wmav2"]),
-    "aiff": ("speech.aiff", ["-c:a", "pcm_s16be"]),
-    "mkv-pcm-s16-stereo-48k": (
-        "speech.mkv",
-        ["-c:a", "pcm_s16le", "-af", "pan=stereo|c0=c0|c1=c0", "-ar", "48000"],
-    ),
-}
-WAV_VARIANTS = [
-    (rate, channels, encoding)
-    for rate in (8000, 22050, 44100, 48000)
-    for channels in (1, 2)
-    for encoding in ("s16", "s24", "f32")
-]
-
-
-@dataclass(frozen=True)
-class Media:
-    folder: Path
-    reference: Audio
-    files: dict[str, Path]  # every decodable variant, by case name
-    bad: dict[str, Path]  # inputs that must raise AudioError
-
-
-def _run(cmd: list[str]) -> None:
-    subprocess.run(cmd, check=True, capture_output=True, timeout=60)
-
-
-def _ffmpeg(*args: str | Path) -> None:
-    _run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *map(str, args)])
-
-
-def _has_encoder(name: str) -> bool:
-    out = subprocess.run(["ffmpeg", "-hide_banner", "-encoders"], capture_output=True, text=True, timeout=30)
-    return any(line.split()[1:2] == [name] for line in out.stdout.splitlines() if line.strip())
-
-
-def _wav_variant(src: Path, dst: Path, rate: int, channels: int, encoding: str) -> None:
-    if shutil.which("sox"):
-        bits, kind = {"s16": ("16", "signed-integer"), "s24": ("24", "signed-integer")}.get(
-            encoding, ("32", "floating-point")
-        )
-        _run(["sox", str(src), "-r", str(rate), "-c", str(channels), "-b", bits, "-e", kind, str(dst)])
-    else:
-        codec = {"s16": "pcm_s16le", "s24": "pcm_s24le", "f32": "pcm_f32le"}[encoding]
-        layout = "pan=stereo|c0=c0|c1=c0" if channels == 2 else "anull"  # "-ac 2" would lower the level 3 dB
-        _ffmpeg("-i", src, "-af", layout, "-ar", rate, "-c:a", codec, dst)
-
-
-@pytest.fixture(scope="session")
-def media(tmp_path_factory: pytest.TempPathFactory) -> Media:
-    for tool in ("ffmpeg", "espeak-ng"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not on PATH; install it (apt-get install {tool}) to run the format tests")
-    folder = tmp_path_factory.mktemp("formats")
-    ref = folder / "reference.wav"
-    _run(["espeak-ng", "-v", "en-us", "-w", str(ref), TEXT])
-    reference = decode_audio(ref)
-
-    files: dict[str, Path] = {}
-    for case, (file_name, args) in ENCODED.items():
-        _ffmpeg("-i", ref, *args, folder / file_name)
-        files[case] = folder / file_name
-
-    video_codec = "libx264" if _has_encoder("libx264") else "mpeg4"
-    video = f"color=c=black:s=64x64:r=25:d={reference.duration + 0.5:.2f}"
-    files[f"mp4-{video_codec}-aac"] = folder / "speech.mp4"
-    _ffmpeg("-f", "lavfi", "-i", video, "-i", ref, "-map", "0:v", "-map", "1:a", "-shortest",
-            "-c:v", video_codec, "-c:a", "aac", folder / "speech.mp4")  # fmt: skip
-
-    for rate, channels, encoding in WAV_VARIANTS:
-        dst = folder / f"speech_{rate}_{channels}ch_{encoding}.wav"
-        _wav_variant(ref, dst, rate, channels, encoding)
-        files[dst.stem] = dst
-
-    bad: dict[str, Path] = {}
-    bad["empty"] = folder / "empty.wav"
-    bad["empty"].write_bytes(b"")
-    bad["text"] = folder / "notes.wav"
-    bad["text"].write_text("Meeting notes: this is text, not audio.\n" * 10)
-    bad["header-only"] = folder / "header_only.wav"
-    bad["header-only"].write_bytes(ref.read_bytes()[:44])
-    bad["mp3-200-bytes"] = folder / "cut200.mp3"
-    bad["mp3-200-bytes"].write_bytes(files["mp3"].read_bytes()[:200])
-    bad["m4a-half"] = folder / "half.m4a"  # ffmpeg puts the index at the end: nothing left to decode
-    raw = files["m4a-aac"].read_bytes()
-    bad["m4a-half"].write_bytes(raw[: len(raw) // 2])
-    bad["video-only"] = folder / "silent_film.mp4"
-    _ffmpeg("-f", "lavfi", "-i", "color=c=black:s=64x64:r=25:d=1", "-c:v", video_codec, bad["video-only"])
-    return Media(folder=folder, reference=reference, files=files, bad=bad)
 
 
 def envelope(samples: np.ndarray) -> np.ndarray:

@@ -59,14 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI with the single error boundary; returns (and exits with) the exit code."""
     code = 0
     try:
-        app(args=argv, standalone_mode=False, prog_name="twi-asr")
+        # Without standalone mode typer *returns* the code of a typer.Exit (and 130 for Ctrl-C).
+        result = app(args=argv, standalone_mode=False, prog_name="twi-asr")
+        code = result if isinstance(result, int) else 0
     except typer.Exit as exc:
         code = exc.exit_code
-    except typer.Abort:
-        console.error("interrupted; outputs written so far are kept")
-        code = 130
-    except KeyboardInterrupt:
-        console.error("interrupted; outputs written so far are kept")
+    except (typer.Abort, KeyboardInterrupt):
         code = 130
     except TwiAsrError as exc:
         if _state["verbose"]:
@@ -88,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _finish(code: int, argv: list[str] | None) -> int:
+    if code == 130:
+        console.error("interrupted; outputs written so far are kept")
     if argv is None:
         sys.exit(code)
     return code

@@ -88,3 +88,20 @@ def to_hf(
     src = resolve_model(str(ct2_dir)).path if not ct2_dir.exists() else ct2_dir
     out = convert_ct2_to_hf(src, out_dir, dtype=dtype)
     console.info(f"wrote a transformers Whisper checkpoint to {out}")
+
+
+@app.command("convert")
+def convert(
+    src: Annotated[str, typer.Argument(help="A transformers Whisper checkpoint: folder, hub id or alias.")],
+    out_dir: Annotated[Path, typer.Argument(help="Where to write the CTranslate2 folder.")],
+    quantization: Annotated[
+        str, typer.Option("--quantization", "-q", help="int8 (CPU), int8_float16, float16 (GPU), float32.")
+    ] = "int8",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty OUT_DIR.")] = False,
+) -> None:
+    """Convert a transformers Whisper (a Twi fine-tune, say) for --engine ctranslate2."""
+    from ..convert import convert_hf_to_ct2
+    from ..models import resolve_model
+
+    out = convert_hf_to_ct2(resolve_model(src).path, out_dir, quantization=quantization, force=force)
+    console.info(f"wrote a CTranslate2 ({quantization}) model to {out}: use --model {out}")

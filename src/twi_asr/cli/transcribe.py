@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..config import Settings
+from ..config import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
 from ..errors import InputError, UsageError
 from ..types import TranscribeOptions
 from ..writers import output_path, render, write_transcript
@@ -19,8 +19,6 @@ from .progress import Reporter, Summary
 
 if TYPE_CHECKING:
     from ..pipeline import ItemResult
-
-_SETTINGS = Settings.from_env()
 
 
 def transcribe(
@@ -36,8 +34,8 @@ def transcribe(
     formats: Annotated[
         str, typer.Option("--format", "-f", help="Comma-separated: txt, json, srt, vtt, tsv, or all.")
     ] = "txt",
-    model: ModelOpt = _SETTINGS.model,
-    engine: EngineOpt = _SETTINGS.engine,
+    model: ModelOpt = DEFAULT_MODEL,
+    engine: EngineOpt = "auto",
     language: LanguageOpt = "auto",
     task: Annotated[
         str, typer.Option("--task", help="transcribe, or translate (to English).")
@@ -51,9 +49,9 @@ def transcribe(
     word_timestamps: Annotated[
         bool, typer.Option("--word-timestamps/--no-word-timestamps", help="Per-word times (json, tsv).")
     ] = False,
-    device: DeviceOpt = _SETTINGS.device,
-    compute_type: ComputeTypeOpt = _SETTINGS.compute_type,
-    batch_size: BatchSizeOpt = _SETTINGS.batch_size,
+    device: DeviceOpt = "auto",
+    compute_type: ComputeTypeOpt = "default",
+    batch_size: BatchSizeOpt = DEFAULT_BATCH_SIZE,
     overwrite: Annotated[
         bool, typer.Option("--overwrite/--skip-existing", help="Redo inputs whose outputs already exist.")
     ] = True,
@@ -68,6 +66,9 @@ def transcribe(
         temps = tuple(float(t) for t in temperature.split(",") if t.strip())
     except ValueError:
         raise UsageError(f"--temperature {temperature!r}: expected numbers like 0,0.2,0.4") from None
+    from ..languages import resolve_language
+
+    resolve_language(language, checkpoint_default=None)  # a bad --language is exit 2 before a slow load
     options = TranscribeOptions(
         language=language,
         task=task,

@@ -45,10 +45,17 @@ def clean_text(text: str) -> str:
 def make_transcript(
     segments: list[Segment], *, language: str | None, duration: float, model: str, engine: str
 ) -> Transcript:
-    """Assemble a Transcript, dropping empty segments and renumbering the rest."""
+    """Assemble a Transcript: drop empty segments, keep times inside ``[0, duration]``, renumber."""
     kept = [s for s in segments if s.text]
     renumbered = tuple(
-        Segment(id=i, start=s.start, end=s.end, text=s.text, words=s.words) for i, s in enumerate(kept)
+        Segment(
+            id=i,
+            start=min(max(s.start, 0.0), duration),
+            end=min(max(s.end, s.start, 0.0), duration),
+            text=s.text,
+            words=s.words,
+        )
+        for i, s in enumerate(kept)
     )
     text = clean_text(" ".join(s.text for s in renumbered))
     return Transcript(
