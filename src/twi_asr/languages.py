@@ -120,6 +120,20 @@ TWI_CODES = frozenset({"tw", "twi", "ak", "aka", "akan", "asante", "ashanti", "f
 _BY_NAME = {name: code for code, name in WHISPER_LANGUAGES.items()}
 
 
+def language_code(token_or_name: object) -> str | None:
+    """``'<|sw|>'``, ``'sw'``, ``'SW'`` or ``'swahili'`` -> ``'sw'``; None for anything else.
+
+    Checkpoints record their language in several spellings (HF's fine-tuning
+    recipe saves names like ``"yoruba"``); engines need the code.
+    """
+    if not isinstance(token_or_name, str):
+        return None
+    value = token_or_name.strip().strip("<|>").strip().lower()
+    if value in WHISPER_LANGUAGES:
+        return value
+    return _BY_NAME.get(value)
+
+
 def is_twi(language: str | None) -> bool:
     """True when ``language`` names Twi/Akan in any of its accepted spellings."""
     return language is not None and language.strip().lower() in TWI_CODES

@@ -24,6 +24,7 @@ from twi_asr.types import Segment, TranscribeOptions, Transcript
 
 SR = 16000
 
+
 def text_for(n_samples: int) -> str:
     return f"{n_samples} samples"
 

@@ -13,10 +13,14 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from rich.markup import escape
+
 from ..errors import TwiAsrError
 from . import console
 
 if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
     from ..pipeline import ItemResult
     from ..storage import InputItem
 
@@ -70,8 +74,9 @@ class Reporter:
         self.items = items
         self.summary = summary
         self.done = 0
-        self._progress = None
-        self._task = None
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        self._audio_task: TaskID | None = None
         self._t0 = time.perf_counter()
 
     def __enter__(self) -> Reporter:
@@ -97,6 +102,9 @@ class Reporter:
             )
             self._progress.start()
             self._task = self._progress.add_task("transcribing", total=len(self.items))
+            total_audio = _probe_total(self.items)
+            if total_audio:
+                self._audio_task = self._progress.add_task("audio (s)", total=round(total_audio, 1))
         return self
 
     def __exit__(
@@ -120,9 +128,11 @@ class Reporter:
             self.summary.ok += 1
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, advance=1)
+            if self._audio_task is not None:
+                self._progress.update(self._audio_task, advance=round(result.audio_seconds, 1))
             if result.error is not None:
                 self._progress.console.print(
-                    f"[red]failed[/] {result.item.relative}: {result.error.message}",
+                    f"[red]failed[/] {escape(result.item.relative)}: {escape(result.error.message)}",
                     markup=True,
                     highlight=False,
                 )
@@ -134,3 +144,19 @@ class Reporter:
                 f"({result.audio_seconds:.1f} s audio, {elapsed:.1f} s elapsed) {status}",
                 markup=False,
             )
+
+
+def _probe_total(items: Sequence[InputItem]) -> float:
+    """Total audio seconds of the local inputs, from headers (cheap); 0 when unknown.
+
+    Drives the second bar, so one long file moves the display as it should.
+    S3 inputs are not probed (that would download them twice).
+    """
+    from ..audio import probe_duration
+
+    total = 0.0
+    for item in items:
+        if item.is_s3:
+            return 0.0
+        total += probe_duration(item.source) or 0.0
+    return total

@@ -49,6 +49,8 @@ def load_transcriber(
     """
     if device not in DEVICES:
         raise UsageError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
+    if engine not in ENGINES:  # before resolving: a typo must not cost a download
+        raise UsageError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
     resolved = resolve_model(model, cache_dir=cache_dir)
     chosen = pick_engine(engine, resolved)
     if chosen == "ctranslate2":

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DependencyMissingError, UsageError
-from ..languages import resolve_language
+from ..languages import language_code, resolve_language
 from ..types import Segment, TranscribeOptions, Transcript, Word
 from .base import AudioInput, clamp_words, clean_text, make_transcript
 
@@ -36,13 +36,16 @@ def checkpoint_default_language(folder: Path) -> str | None:
         cfg = json.loads(gen.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    lang = cfg.get("language")
-    if isinstance(lang, str):
-        return lang.strip("<|>") or None
-    id_to_lang = {v: k for k, v in (cfg.get("lang_to_id") or {}).items()}
+    if not isinstance(cfg, dict):
+        return None
+    code = language_code(cfg.get("language"))
+    if code:
+        return code
+    lang_to_id = cfg.get("lang_to_id")
+    id_to_lang = {v: k for k, v in lang_to_id.items()} if isinstance(lang_to_id, dict) else {}
     for pos_token in cfg.get("forced_decoder_ids") or []:
         if isinstance(pos_token, list) and len(pos_token) == 2 and pos_token[1] in id_to_lang:
-            return str(id_to_lang[pos_token[1]]).strip("<|>")
+            return language_code(id_to_lang[pos_token[1]])
     return None
 
 

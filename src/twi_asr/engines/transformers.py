@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DependencyMissingError, ModelNotFoundError
-from ..languages import WHISPER_LANGUAGES, resolve_language
+from ..languages import language_code, resolve_language
 from ..types import Segment, TranscribeOptions, Transcript, Word
 from .base import AudioInput, clamp_words, clean_text, make_transcript
 
@@ -26,19 +26,6 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 SHORT_FORM_SAMPLES = 30 * SAMPLE_RATE
-
-
-def _language_code(token_or_name: str | None) -> str | None:
-    """'<|sw|>', 'sw' or 'swahili' -> 'sw'; None for anything unknown."""
-    if not token_or_name:
-        return None
-    value = token_or_name.strip("<|>").lower()
-    if value in WHISPER_LANGUAGES:
-        return value
-    for code, name in WHISPER_LANGUAGES.items():
-        if name == value:
-            return code
-    return None
 
 
 class TransformersTranscriber:
@@ -90,13 +77,13 @@ class TransformersTranscriber:
     @staticmethod
     def _checkpoint_language(gen: Any) -> str | None:
         """The language the fine-tune forces by default (generation config), if any."""
-        code = _language_code(getattr(gen, "language", None))
+        code = language_code(getattr(gen, "language", None))
         if code:
             return code
         id_to_lang = {v: k for k, v in (getattr(gen, "lang_to_id", None) or {}).items()}
         for pair in getattr(gen, "forced_decoder_ids", None) or []:
             if len(pair) == 2 and pair[1] in id_to_lang:
-                return _language_code(id_to_lang[pair[1]])
+                return language_code(id_to_lang[pair[1]])
         return None
 
     # ------------------------------------------------------------------ API
@@ -171,8 +158,8 @@ class TransformersTranscriber:
         detected: list[str | None] = [language] * len(batch)
         kw = self._generate_kwargs(options, language, len(batch))
         if self.multilingual and not language:
-            detected = self._detect_languages(features)
-            kw["language"] = [d or "en" for d in detected]
+            detected = [d or "en" for d in self._detect_languages(features)]  # what generate is told
+            kw["language"] = detected
         with torch.inference_mode():
             out = self.model.generate(features, attention_mask=mask, **kw)
         transcripts = []
@@ -193,7 +180,7 @@ class TransformersTranscriber:
         with torch.inference_mode():
             ids = self.model.detect_language(features[:, :, :3000])
         tok = self.processor.tokenizer
-        return [_language_code(tok.convert_ids_to_tokens(int(i))) for i in ids.view(-1)]
+        return [language_code(tok.convert_ids_to_tokens(int(i))) for i in ids.view(-1)]
 
     def _segments(self, raw: list[dict[str, Any]], duration: float, words: bool) -> list[Segment]:
         tok = self.processor.tokenizer

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Set up twi-asr for development in the *current* Python environment (activate a venv first):
+# system tools (ffmpeg, espeak-ng, sox, libsndfile), the CPU build of torch, and the package with
+# every extra. Safe to rerun. TWI_ASR_SKIP_APT=1 skips the system packages; TORCH_SPEC picks torch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(ffmpeg espeak-ng sox libsndfile1)
+if [[ "${TWI_ASR_SKIP_APT:-0}" != "1" ]] && command -v apt-get >/dev/null; then
+  missing=()
+  for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if ((${#missing[@]})); then
+    SUDO=""; [[ "$(id -u)" == 0 ]] || SUDO="sudo"
+    echo "setup: installing system packages: ${missing[*]}" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+PY="${PYTHON:-python3}"
+if [[ -z "${VIRTUAL_ENV:-}" && -z "${CI:-}" ]]; then
+  echo "setup: warning: no virtualenv is active; installing into $($PY -c 'import sys; print(sys.prefix)')" >&2
+fi
+# torch first and pinned: 2.13.0 is a CPU build here; a bare "torch" would pull a multi-GB CUDA build.
+"$PY" -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
+"$PY" -m pip install -q -e '.[all,dev]'
+echo "setup: done ($("$PY" -m twi_asr --version))" >&2
