@@ -13,7 +13,7 @@ from pathlib import Path
 
 ENGINES = ("auto", "transformers", "ctranslate2")
 DEFAULT_MODEL = "twi"
-DEFAULT_BATCH_SIZE = 8
+DEFAULT_BATCH_SIZE = 0  # 0 = auto: the engine picks (see engines.load_transcriber)
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -27,11 +27,11 @@ def _env_int(name: str, default: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        value = 0
-    if value < 1:
+        value = -1
+    if value < 0:
         from .errors import UsageError
 
-        raise UsageError(f"TWI_ASR_{name}={raw!r}: expected a whole number of at least 1")
+        raise UsageError(f"TWI_ASR_{name}={raw!r}: expected a whole number (0 = auto)")
     return value
 
 

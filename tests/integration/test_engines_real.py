@@ -95,8 +95,12 @@ def test_silence_gives_empty_transcript(engine_fixture: str, request: pytest.Fix
     assert r.duration == pytest.approx(3.0)
 
 
-def test_batch_matches_one_by_one(hf_engine, speech_clips: list[Clip]) -> None:  # type: ignore[no-untyped-def]
+def test_batch_matches_one_by_one(tiny_en_hf, hf_engine, speech_clips: list[Clip]) -> None:  # type: ignore[no-untyped-def]
     """Batched generation must not mix clips up: each result belongs to its own audio."""
-    batch = [r.text for r in _run(hf_engine, speech_clips[:4])]
-    single = [_run(hf_engine, [c])[0].text for c in speech_clips[:4]]
+    from twi_asr import load_transcriber
+
+    batched = load_transcriber(str(tiny_en_hf), engine="transformers", batch_size=4)
+    assert batched.batch_size == 4 and hf_engine.batch_size == 1  # CPU default: clip by clip
+    batch = [r.text for r in _run(batched, speech_clips[:4])]
+    single = [r.text for r in _run(hf_engine, speech_clips[:4])]
     assert wer(single, batch) < 0.1, list(zip(single, batch, strict=True))

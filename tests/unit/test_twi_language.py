@@ -208,6 +208,7 @@ def test_twi_without_a_checkpoint_default_detects_per_clip(
 def test_twi_without_a_checkpoint_default_batch_keeps_each_clip_language(
     plain: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(plain, "batch_size", 2)  # both clips in one generate call
     generate = Spy(monkeypatch, plain.model, "generate")
     Spy(monkeypatch, plain, "_detect_languages", replace=lambda features: ["sw", "ha"])
     out = plain.transcribe([_audio(), _audio(1.5)], TranscribeOptions(language="tw", **FAST))

@@ -48,5 +48,11 @@ LanguageOpt = Annotated[
 ]
 BatchSizeOpt = Annotated[
     int,
-    typer.Option("--batch-size", "-b", min=1, envvar="TWI_ASR_BATCH_SIZE", help="Clips per engine batch."),
+    typer.Option(
+        "--batch-size",
+        "-b",
+        min=0,
+        envvar="TWI_ASR_BATCH_SIZE",
+        help="Clips per engine batch; 0 = auto (16 on CUDA, 1 on CPU, where batched beam search is slower).",
+    ),
 ]

@@ -130,7 +130,11 @@ def run_transcribe(
             )
         with Reporter(items, summary) as reporter:
             for result in run_pipeline(
-                items, transcriber, options, batch_size=batch_size, on_start=reporter.started
+                items,
+                transcriber,
+                options,
+                batch_size=batch_size or getattr(transcriber, "batch_size", 1),
+                on_start=reporter.started,
             ):
                 _emit(result, output_dir, formats, many=len(found.items) > 1)
                 reporter.finished(result)

@@ -38,10 +38,15 @@ def load_transcriber(
     engine: str = "auto",
     device: str = "auto",
     compute_type: str = "default",
-    batch_size: int = 8,
+    batch_size: int = 0,
     cache_dir: Path | None = None,
 ) -> Transcriber:
     """Resolve ``model`` (alias, folder, hub id or s3:// prefix) and load an engine for it.
+
+    ``batch_size``: clips per batched ``generate`` call of the transformers
+    engine; 0 picks 16 on CUDA and 1 on CPU, where batched beam search was
+    measured slower than clip by clip on 2 cores (bench/transcribe_folder.py).
+    faster-whisper decodes clip by clip.
 
     ``compute_type``: for ctranslate2 a CTranslate2 compute type (``int8``,
     ``float16``...; default int8 on CPU, float16 on CUDA); for transformers a

@@ -29,6 +29,9 @@ class Transcriber(Protocol):
     """What the user asked for (alias, path or hub id)."""
     device: str
     """Where it runs: ``"cpu"`` or ``"cuda"``."""
+    batch_size: int
+    """How many clips it decodes together: callers hand it batches of this size, so results
+    (and the files written from them) arrive as soon as each batch is done."""
 
     def transcribe(
         self, audios: Sequence[AudioInput], options: TranscribeOptions | None = None

@@ -53,6 +53,7 @@ class CTranslate2Transcriber:
     """A faster-whisper ``WhisperModel`` behind the :class:`Transcriber` protocol."""
 
     engine = "ctranslate2"
+    batch_size = 1  # faster-whisper decodes clip by clip
 
     def __init__(
         self,

@@ -59,7 +59,7 @@ class TransformersTranscriber:
         self.model_name = model_name
         self.device = device
         self.dtype = dtype
-        self.batch_size = max(1, batch_size)
+        self.batch_size = batch_size if batch_size > 0 else (16 if device == "cuda" else 1)
         self._torch = torch
         try:
             self.processor = WhisperProcessor.from_pretrained(str(path))
@@ -160,6 +160,7 @@ class TransformersTranscriber:
         if self.multilingual and not language:
             detected = [d or "en" for d in self._detect_languages(features)]  # what generate is told
             kw["language"] = detected
+        torch.manual_seed(0)  # temperature fallback samples: same audio, same text
         with torch.inference_mode():
             out = self.model.generate(features, attention_mask=mask, **kw)
         transcripts = []
