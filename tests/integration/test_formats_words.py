@@ -21,11 +21,14 @@ import pytest
 from twi_asr import TranscribeOptions, decode_audio
 from twi_asr.text import wer
 
-from .conftest import ENCODED, TEXT, WAV_VARIANTS, _ffmpeg, _wav_variant
+from .conftest import ENCODED, WAV_VARIANTS, _ffmpeg, _wav_variant
 
 pytestmark = pytest.mark.slow
 
 MAX_WER = 0.35
+# A sentence tiny.en hears the same way in telephone band on every rerun; phrases such as
+# "every Saturday" sit on a knife edge there ("every matter day") and flip with dither noise.
+TEXT = "Our team finished the project two weeks early. The children walked to school along the river."
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +65,8 @@ def test_every_format_gives_the_same_words(variants: tuple[Path, dict[str, Path]
     print(f"master vs known text: WER {wer(TEXT, reference.text):.3f}: {reference.text}")
     assert len(report) >= 35  # 11 codecs/containers + mp4 with video + 24 wav variants
     same = [n for n, (score, _) in report.items() if score == 0.0]
-    # Measured: all 24 wav variants give the master's words exactly; lossy codecs (resampled by
-    # ffmpeg, not sox) flip at most 3 of 21 words, mostly towards the true text ("matter day" ->
-    # "Saturday"). A broken decode (wrong rate, channel mix, sample format) scores 0.5 and more.
-    assert all(score <= 0.15 for score, _ in report.values()), report
-    assert len(same) >= 0.6 * len(report), f"only {len(same)}/{len(report)} identical to the master"
+    # A broken decode (wrong rate, channel mix, sample format) scores 0.5 and more; lossy codecs
+    # may flip a word at most.
+    assert all(score <= 0.1 for score, _ in report.values()), report
+    assert len(same) >= 0.8 * len(report), f"only {len(same)}/{len(report)} identical to the master"
     assert all(wer(TEXT, text) < MAX_WER for _, text in report.values()), report

@@ -508,3 +508,21 @@ def test_bad_batch_size_env_is_a_clean_usage_error() -> None:
     )
     assert "Traceback" not in proc.stderr
     assert proc.returncode in (0, 2)
+
+
+# ------------------------------------------------------------------- output
+def test_s3_output_dir_is_a_usage_error(folder: Path, install: Callable[..., Loader]) -> None:
+    install()
+    assert main(["transcribe", str(folder / "a.wav"), "-o", "s3://bucket/out"]) == 2
+
+
+def test_unwritable_output_dir_is_an_environment_problem(
+    folder: Path, tmp_path: Path, install: Callable[..., Loader], capsys: pytest.CaptureFixture[str]
+) -> None:
+    install()
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the output folder should be")
+    rc = main(["transcribe", str(folder / "a.wav"), "-o", str(blocker / "out")])
+    err = capsys.readouterr().err
+    assert rc == 3, err
+    assert "cannot write to" in err and "Traceback" not in err

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..config import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
-from ..errors import InputError, UsageError
+from ..errors import EnvironmentProblem, InputError, UsageError
 from ..types import TranscribeOptions
 from ..writers import output_path, render, write_transcript
 from . import console
@@ -60,6 +60,8 @@ def transcribe(
     from ..writers import parse_formats
 
     fmts = parse_formats(formats)
+    if output_dir is not None and str(output_dir).startswith("s3:"):
+        raise UsageError("--output-dir takes a local folder here; write locally, then copy to S3")
     if output_dir is None and len(fmts) > 1:
         raise UsageError("several formats need --output-dir/-o (stdout takes one format)")
     try:
@@ -149,7 +151,10 @@ def _emit(result: ItemResult, output_dir: Path | None, formats: tuple[str, ...],
     if result.transcript is None:
         return
     if output_dir is not None:
-        write_transcript(result.transcript, output_dir, result.item.relative, formats)
+        try:
+            write_transcript(result.transcript, output_dir, result.item.relative, formats)
+        except OSError as exc:  # disk full, read-only folder...: stop, keep what is written
+            raise EnvironmentProblem(f"cannot write to {output_dir}: {exc.strerror or exc}") from exc
         return
     fmt = formats[0]
     if fmt == "json":  # one JSON document per line (JSON Lines) on stdout
