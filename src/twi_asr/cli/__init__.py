@@ -17,6 +17,7 @@ from .. import __version__
 from ..errors import TwiAsrError
 from . import console
 from .models import app as models_app
+from .serve import serve
 from .transcribe import transcribe
 
 app = typer.Typer(
@@ -28,6 +29,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command(no_args_is_help=True)(transcribe)
+app.command()(serve)
 app.add_typer(models_app, name="models")
 
 _state = {"verbose": False}

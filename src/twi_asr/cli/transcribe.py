@@ -18,6 +18,7 @@ from .options import BatchSizeOpt, ComputeTypeOpt, DeviceOpt, EngineOpt, Languag
 from .progress import Reporter, Summary
 
 if TYPE_CHECKING:
+    from ..engines.base import Transcriber
     from ..pipeline import ItemResult
 
 
@@ -55,6 +56,13 @@ def transcribe(
     overwrite: Annotated[
         bool, typer.Option("--overwrite/--skip-existing", help="Redo inputs whose outputs already exist.")
     ] = True,
+    server: Annotated[
+        str | None,
+        typer.Option("--server", envvar="TWI_ASR_SERVER", help="Send audio to a twi-asr server URL instead."),
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", envvar="TWI_ASR_API_KEY", help="API key for --server.")
+    ] = None,
 ) -> None:
     """Transcribe audio locally. Without -o, text goes to stdout."""
     from ..writers import parse_formats
@@ -90,6 +98,8 @@ def transcribe(
         compute_type=compute_type,
         batch_size=batch_size,
         overwrite=overwrite,
+        server=server,
+        api_key=api_key,
     )
 
 
@@ -105,8 +115,10 @@ def run_transcribe(
     compute_type: str,
     batch_size: int,
     overwrite: bool,
+    server: str | None = None,
+    api_key: str | None = None,
 ) -> None:
-    """Discover, load the engine, run the pipeline, write as results arrive, summarise."""
+    """Discover, load the engine (or connect to a server), run the pipeline, write, summarise."""
     from ..engines import load_transcriber
     from ..pipeline import run_pipeline
     from ..storage import discover
@@ -126,10 +138,12 @@ def run_transcribe(
         raise InputError(f"no audio or video files found in {', '.join(inputs)}")
 
     if items:
-        with console.stderr.status(f"loading model {model} ...", spinner="dots"):
-            transcriber = load_transcriber(
-                model, engine=engine, device=device, compute_type=compute_type, batch_size=batch_size
-            )
+        transcriber = _connect(server, api_key, batch_size) if server else None
+        if transcriber is None:
+            with console.stderr.status(f"loading model {model} ...", spinner="dots"):
+                transcriber = load_transcriber(
+                    model, engine=engine, device=device, compute_type=compute_type, batch_size=batch_size
+                )
         with Reporter(items, summary) as reporter:
             for result in run_pipeline(
                 items,
@@ -144,6 +158,16 @@ def run_transcribe(
     summary.print()
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _connect(server: str, api_key: str | None, batch_size: int) -> Transcriber:
+    """A transcriber that sends clips to a running server; exit 3 when it is not there."""
+    from ..client import RemoteTranscriber, TwiAsrClient
+
+    client = TwiAsrClient(server, api_key=api_key)
+    if not client.health():
+        raise EnvironmentProblem(f"no twi-asr server answers at {server} (is `twi-asr serve` running?)")
+    return RemoteTranscriber(client, batch_size=batch_size or 8)
 
 
 def _emit(result: ItemResult, output_dir: Path | None, formats: tuple[str, ...], *, many: bool) -> None:

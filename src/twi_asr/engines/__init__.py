@@ -33,7 +33,7 @@ def pick_engine(requested: str, model: ResolvedModel) -> str:
 
 
 def load_transcriber(
-    model: str | None = None,
+    model: str | ResolvedModel | None = None,
     *,
     engine: str = "auto",
     device: str = "auto",
@@ -43,10 +43,11 @@ def load_transcriber(
 ) -> Transcriber:
     """Resolve ``model`` (alias, folder, hub id or s3:// prefix) and load an engine for it.
 
-    ``batch_size``: clips per batched ``generate`` call of the transformers
-    engine; 0 picks 16 on CUDA and 1 on CPU, where batched beam search was
-    measured slower than clip by clip on 2 cores (bench/transcribe_folder.py).
-    faster-whisper decodes clip by clip.
+    ``batch_size``: clips per batched call; 0 = auto. ctranslate2: 8 on CPU,
+    16 on CUDA (one encode + one generate per batch of clips up to 30 s, the
+    window cut to the clip). transformers: 16 on CUDA and 1 on CPU, where its
+    batched beam search was measured slower than clip by clip on 2 cores
+    (bench/transcribe_folder.py).
 
     ``compute_type``: for ctranslate2 a CTranslate2 compute type (``int8``,
     ``float16``...; default int8 on CPU, float16 on CUDA); for transformers a
@@ -56,14 +57,15 @@ def load_transcriber(
         raise UsageError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
     if engine not in ENGINES:  # before resolving: a typo must not cost a download
         raise UsageError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
-    resolved = resolve_model(model, cache_dir=cache_dir)
+    resolved = model if isinstance(model, ResolvedModel) else resolve_model(model, cache_dir=cache_dir)
     chosen = pick_engine(engine, resolved)
     if chosen == "ctranslate2":
         from .ctranslate2 import CTranslate2Transcriber
 
         return CTranslate2Transcriber(
-            resolved.path, model_name=resolved.name, device=device, compute_type=compute_type
-        )
+            resolved.path, model_name=resolved.name, device=device, compute_type=compute_type,
+            batch_size=batch_size,
+        )  # fmt: skip
     from .transformers import TransformersTranscriber
 
     if compute_type not in ("default", "float32", "float16", "bfloat16"):

@@ -1,0 +1,47 @@
+"""Server settings from flags and ``TWI_ASR_*`` environment variables (pydantic-settings).
+
+A container is configured by its environment alone; ``twi-asr serve`` flags
+override the environment for a local run.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ..config import DEFAULT_MODEL
+
+
+class ServerSettings(BaseSettings):
+    """Everything the server needs to start; every field has a ``TWI_ASR_<NAME>`` variable."""
+
+    model_config = SettingsConfigDict(env_prefix="TWI_ASR_", extra="ignore", protected_namespaces=())
+
+    host: str = "0.0.0.0"
+    port: int = Field(8001, ge=1, le=65535)
+    model: str = DEFAULT_MODEL
+    engine: str = "auto"
+    device: str = "auto"
+    compute_type: str = "default"
+    api_key: SecretStr | None = None
+    """When set, every route but /health, /ready and /metrics needs ``Authorization: Bearer KEY``."""
+
+    batching: bool = True
+    max_batch_size: int = Field(8, ge=1, le=256)
+    """Most clips handed to the engine at once."""
+    max_wait_ms: float = Field(20.0, ge=0.0, le=10_000.0)
+    """How long the first request of a batch waits for company."""
+    max_queue: int = Field(64, ge=1)
+    """Requests waiting for the engine before new ones get 503 + Retry-After."""
+    request_timeout_s: float = Field(300.0, gt=0.0)
+    max_upload_mb: float = Field(100.0, gt=0.0)
+    max_audio_s: float = Field(3 * 3600.0, gt=0.0)
+    beam_size: int = Field(5, ge=1)
+    log_json: bool = False
+    log_level: str = "info"
+    graceful_timeout_s: float = Field(30.0, ge=0.0)
+
+    @property
+    def effective_batch_size(self) -> int:
+        """1 when batching is off, else ``max_batch_size``."""
+        return self.max_batch_size if self.batching else 1
