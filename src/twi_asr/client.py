@@ -125,7 +125,8 @@ class TwiAsrClient:
                 response = self._http.request(method, url, **kwargs)
             except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
                 last = exc
-                self._sleep(attempt, None)
+                if attempt < self.retries:
+                    self._sleep(attempt, None)
                 continue
             except httpx.TimeoutException as exc:
                 raise EnvironmentProblem(f"{self.base_url}{url}: no answer in time ({exc})") from exc
@@ -190,16 +191,26 @@ def transcript_from_verbose(body: dict[str, Any]) -> Transcript:
             )
         )
     if segments and segments[0].words is None and body.get("words"):  # words only at the top level
-        flat = [Word(start=float(w["start"]), end=float(w["end"]), word=w["word"]) for w in body["words"]]
+        flat = [
+            Word(
+                start=float(w["start"]), end=float(w["end"]), word=w["word"], probability=w.get("probability")
+            )
+            for w in body["words"]
+        ]
+        # half-open [start, end): a word on a boundary belongs to the later segment only
         segments = [
             Segment(
                 id=s.id,
                 start=s.start,
                 end=s.end,
                 text=s.text,
-                words=tuple(w for w in flat if s.start <= w.start <= s.end),
+                words=tuple(
+                    w
+                    for w in flat
+                    if s.start <= w.start < s.end or (i == len(segments) - 1 and w.start >= s.start)
+                ),
             )
-            for s in segments
+            for i, s in enumerate(segments)
         ]
     return Transcript(
         text=str(body.get("text", "")).strip(),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from .audio import Audio, decode_audio
 from .engines.base import Transcriber
-from .errors import InputError, TwiAsrError
+from .errors import AudioError, EnvironmentProblem, InputError, InputNotFoundError, TwiAsrError, UsageError
 from .storage import InputItem, read_bytes
 from .types import Timings, TranscribeOptions, Transcript
 
@@ -129,12 +129,18 @@ def _engine_call(
         out = transcriber.transcribe([a.samples for a in audios], options)
         per_item = (time.perf_counter() - t0) / len(audios)
         return [(t, per_item) for t in out]
-    except TwiAsrError:
+    except (UsageError, EnvironmentProblem):
         raise  # a usage/environment problem applies to every input: stop
-    except Exception as exc:  # an engine crash on one clip must not sink the batch
+    except Exception as exc:  # one bad clip (an engine crash, a server refusal) must not sink the batch
         if len(audios) == 1:
             log.debug("engine failed on %s", items[0].source, exc_info=True)
-            return [(InputError(f"{items[0].source}: the engine failed: {exc}"), time.perf_counter() - t0)]
+            error = exc if isinstance(exc, TwiAsrError) else InputError(f"the engine failed: {exc}")
+            if items[0].source not in error.message:  # name the input, keep the kind where we can
+                kind = (
+                    type(error) if type(error) in (InputError, AudioError, InputNotFoundError) else InputError
+                )
+                error = kind(f"{items[0].source}: {error.message}")
+            return [(error, time.perf_counter() - t0)]
         log.warning("batch of %d failed (%s); retrying one by one", len(audios), exc)
     results: list[tuple[Transcript | TwiAsrError, float]] = []
     for audio, item in zip(audios, items, strict=True):

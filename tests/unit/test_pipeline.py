@@ -14,7 +14,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from twi_asr.errors import AudioError, InputError, InputNotFoundError, TwiAsrError, UsageError
+from twi_asr.errors import (
+    AudioError,
+    EnvironmentProblem,
+    InputError,
+    InputNotFoundError,
+    TwiAsrError,
+    UsageError,
+)
 from twi_asr.pipeline import ItemResult, run_pipeline
 from twi_asr.storage import InputItem
 from twi_asr.types import TranscribeOptions, Transcript
@@ -216,7 +223,7 @@ def test_engine_crash_on_a_single_clip_batch(clips: list[tuple[InputItem, int]])
     assert fake.batch_sizes == [1]  # no pointless retry of a batch of one
 
 
-@pytest.mark.parametrize("error", [UsageError("bad language 'xx'"), TwiAsrError("engine gave up")])
+@pytest.mark.parametrize("error", [UsageError("bad language 'xx'"), EnvironmentProblem("engine gave up")])
 def test_twi_asr_error_from_the_engine_propagates(
     clips: list[tuple[InputItem, int]], error: TwiAsrError
 ) -> None:
@@ -225,6 +232,20 @@ def test_twi_asr_error_from_the_engine_propagates(
         run([i for i, _ in clips], fake, batch_size=2)
     assert info.value is error
     assert fake.batch_sizes == [2]  # no retry: it applies to every input
+
+
+def test_input_error_from_the_engine_fails_only_that_clip(clips: list[tuple[InputItem, int]]) -> None:
+    """A per-input refusal (a server's 413 for one clip, say) is that input's failure, not the run's."""
+    bad = clips[1][1]
+
+    def fail_if(audios: Sequence[np.ndarray]) -> BaseException | None:
+        return InputError("audio too long") if any(len(a) == bad for a in audios) else None
+
+    fake = FakeTranscriber(fail_if=fail_if)
+    results = run([i for i, _ in clips], fake, batch_size=len(clips))
+    assert [r.ok for r in results] == [i != 1 for i in range(len(clips))]
+    assert "audio too long" in results[1].error.message  # type: ignore[union-attr]
+    assert clips[1][0].source in results[1].error.message  # type: ignore[union-attr]
 
 
 def test_twi_asr_error_during_one_by_one_retry_propagates(clips: list[tuple[InputItem, int]]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Annotated, Any
 
 import typer
@@ -112,6 +113,9 @@ def run_server(settings: Any) -> None:
     resolved = resolve_model(settings.model)
     pick_engine(settings.engine, resolved)  # a wrong --engine is exit 2 now, not a never-ready server
     app = create_app(settings, resolved=resolved)
+    # uvicorn re-raises the signal it caught once its graceful shutdown is done, which would end a
+    # cleanly drained server with status 143; a no-op handler makes a drained SIGTERM exit 0.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(
         app,
         host=settings.host,

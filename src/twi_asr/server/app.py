@@ -219,7 +219,13 @@ def create_app(
                     )
                 )
             else:
-                response = await call_next(request)
+                try:
+                    response = await call_next(request)
+                except Exception as exc:  # answered here so it keeps its request id and is counted
+                    log.exception("unexpected error")
+                    response = _error_response(
+                        ApiError(500, "internal_error", f"{type(exc).__name__}: {exc}", kind="server_error")
+                    )
         finally:
             request_id_var.reset(token)
         route = request.scope.get("route")

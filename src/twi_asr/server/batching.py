@@ -117,23 +117,26 @@ class Batcher:
     async def _collect(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            first = await self._queue.get()
-            batch = [first]
-            deadline = loop.time() + self.max_wait_s
-            while len(batch) < self.max_batch_size:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except asyncio.TimeoutError:
-                    break
-            # requests whose client gave up (timeout, disconnect) are not worth engine time
-            batch = [j for j in batch if not j.future.done()]
-            self._busy += len(batch)
+            batch = [await self._queue.get()]
+            self._busy += 1  # a job is busy from the moment it leaves the queue (drain waits for it)
             try:
-                for group in _group_by_options(batch):
+                deadline = loop.time() + self.max_wait_s
+                while len(batch) < self.max_batch_size:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                    except asyncio.TimeoutError:
+                        break
+                    self._busy += 1
+                # requests whose client gave up (timeout, disconnect) are not worth engine time
+                for group in _group_by_options([j for j in batch if not j.future.done()]):
                     await self._run(group)
+            except asyncio.CancelledError:
+                for job in batch:  # shutting down past the grace period: answer, never leave hanging
+                    _settle(job, QueueFullError("the server is shutting down; retry", retry_after=1))
+                raise
             finally:
                 self._busy -= len(batch)
                 self.metrics.queue_depth.set(self.depth)
