@@ -152,3 +152,22 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     tmp.replace(path)
+
+
+def print_cells(header: list[str], body: list[list[str]], title: str, *, left: int = 1) -> None:
+    """A rich table (the first ``left`` columns left-aligned), or aligned plain text without rich."""
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        widths = [max(len(x) for x in col) for col in zip(header, *body, strict=True)]
+        print(title)
+        for line in (header, *body):
+            print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
+        return
+    table = Table(title=title)
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i < left else "right")
+    for line in body:
+        table.add_row(*line)
+    Console(width=160).print(table)

@@ -49,7 +49,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import REPO_ROOT, clean_env, machine_info, median, package_versions, utc_now, write_json
+from _common import (
+    REPO_ROOT,
+    clean_env,
+    machine_info,
+    median,
+    package_versions,
+    print_cells,
+    utc_now,
+    write_json,
+)
 from transcribe_folder import DEFAULT_CACHE, Clip, build_corpus
 
 DEFAULT_JSON = REPO_ROOT / "bench" / "results" / "server_load.json"
@@ -372,23 +381,9 @@ def table_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
 
 
 def print_table(rows: list[Row], title: str) -> None:
-    """A rich table when rich is installed, else aligned plain text."""
+    """The result table, ours next to the reference."""
     header, body = table_cells(rows)
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        widths = [max(len(x) for x in col) for col in zip(header, *body, strict=True)]
-        print(title)
-        for line in (header, *body):
-            print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
-        return
-    table = Table(title=title)
-    for i, name in enumerate(header):
-        table.add_column(name, justify="left" if i in (1,) else "right")
-    for line in body:
-        table.add_row(*line)
-    Console(width=160).print(table)
+    print_cells(header, body, title, left=2)
 
 
 def target_check(rows: list[Row]) -> dict[str, Any]:

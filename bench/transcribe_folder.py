@@ -63,6 +63,7 @@ from _common import (
     machine_info,
     median,
     package_versions,
+    print_cells,
     rss_method,
     run_process,
     utc_now,
@@ -374,23 +375,9 @@ def table_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
 
 
 def print_table(rows: list[Row], title: str) -> None:
-    """A rich table when rich is installed, else aligned plain text."""
+    """The result table, ours next to the reference."""
     header, body = table_cells(rows)
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        widths = [max(len(x) for x in col) for col in zip(header, *body, strict=True)]
-        print(title)
-        for line in (header, *body):
-            print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
-        return
-    table = Table(title=title)
-    for i, name in enumerate(header):
-        table.add_column(name, justify="left" if i < 3 else "right")
-    for line in body:
-        table.add_row(*line)
-    Console(width=160).print(table)
+    print_cells(header, body, title, left=3)
 
 
 def one_line_summary(rows: list[Row]) -> str:
