@@ -800,3 +800,13 @@ def test_saturation_gives_503_with_retry_after_and_recovers() -> None:
     finally:
         gate.set()
     assert fake.batch_sizes == [1, 1, 1]
+
+
+def test_empty_api_key_variable_means_no_auth(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TWI_ASR_API_KEY= (empty, as compose files pass unset variables) must not lock the server."""
+    from twi_asr.server.settings import ServerSettings
+
+    monkeypatch.setenv("TWI_ASR_API_KEY", "")
+    assert ServerSettings().api_key is None
+    monkeypatch.setenv("TWI_ASR_API_KEY", "s3cret")
+    assert ServerSettings().api_key is not None

@@ -16,6 +16,7 @@ import typer
 from .. import __version__
 from ..errors import TwiAsrError
 from . import console
+from .docker import app as docker_app
 from .models import app as models_app
 from .serve import serve
 from .transcribe import transcribe
@@ -31,6 +32,7 @@ app = typer.Typer(
 app.command(no_args_is_help=True)(transcribe)
 app.command()(serve)
 app.add_typer(models_app, name="models")
+app.add_typer(docker_app, name="docker")
 
 _state = {"verbose": False}
 

@@ -15,7 +15,11 @@ from ..config import DEFAULT_MODEL
 class ServerSettings(BaseSettings):
     """Everything the server needs to start; every field has a ``TWI_ASR_<NAME>`` variable."""
 
-    model_config = SettingsConfigDict(env_prefix="TWI_ASR_", extra="ignore", protected_namespaces=())
+    # An empty variable (TWI_ASR_API_KEY= from a compose file) means "not set": an empty key
+    # would otherwise lock every route behind 401.
+    model_config = SettingsConfigDict(
+        env_prefix="TWI_ASR_", extra="ignore", protected_namespaces=(), env_ignore_empty=True
+    )
 
     host: str = "0.0.0.0"
     port: int = Field(8001, ge=1, le=65535)

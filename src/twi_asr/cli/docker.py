@@ -1,0 +1,416 @@
+"""``twi-asr docker``: build the image, run and watch server containers, scale on swarm, batch through one.
+
+Everything goes through docker-py (:mod:`twi_asr.containers`), never the
+``docker`` binary; every Docker problem is one line and exit code 3.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..errors import UsageError
+from . import console
+
+app = typer.Typer(
+    help="Build, run, watch and scale the server in Docker (docker-py; the `docker` extra).",
+    no_args_is_help=True,
+)
+
+# Literal defaults (not imported from containers) keep `import twi_asr.cli` light.
+_CPU_IMAGE = "twi-asr:cpu"
+_GPU_IMAGE = "twi-asr:cuda"
+_NAME = "twi-asr"
+_PORT = 8001
+
+GpuOpt = Annotated[bool, typer.Option("--gpu", help="NVIDIA GPUs (Dockerfile.cuda, image twi-asr:cuda).")]
+ImageOpt = Annotated[
+    str | None,
+    typer.Option("--image", "-i", help="Image tag (default twi-asr:cpu, with --gpu twi-asr:cuda)."),
+]
+NameOpt = Annotated[str, typer.Option("--name", "-n", help="Container (or service) name.")]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="Model the server loads (TWI_ASR_MODEL in the container)."),
+]
+EnvOpt = Annotated[
+    list[str] | None, typer.Option("--env", "-e", help="K=V for the container's environment (repeatable).")
+]
+ApiKeyOpt = Annotated[
+    str | None,
+    typer.Option("--api-key", envvar="TWI_ASR_API_KEY", help="Require 'Authorization: Bearer KEY'."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for value in values or []:
+        key, sep, val = value.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{flag} {value!r}: expected KEY=VALUE")
+        out[key.strip()] = val
+    return out
+
+
+def _print_tail(lines: list[str]) -> None:
+    from rich.text import Text
+
+    for line in lines:
+        console.stderr.print(Text(f"  | {line}", style="dim"), soft_wrap=True)
+
+
+# ------------------------------------------------------------------ build
+@app.command("build")
+def build(
+    gpu: GpuOpt = False,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Default model of the image (build arg MODEL).")
+    ] = None,
+    tag: Annotated[
+        str | None,
+        typer.Option("--tag", "-t", help="Image tag (default twi-asr:cpu, with --gpu twi-asr:cuda)."),
+    ] = None,
+    base_image: Annotated[
+        str | None, typer.Option("--base-image", help="Base image (build arg BASE_IMAGE).")
+    ] = None,
+    context: Annotated[Path, typer.Option("--context", help="Build context: the repository root.")] = Path(
+        "."
+    ),
+    dockerfile: Annotated[
+        str | None,
+        typer.Option(
+            "--file", "-f", help="Dockerfile in the context (default Dockerfile, --gpu Dockerfile.cuda)."
+        ),
+    ] = None,
+    build_arg: Annotated[
+        list[str] | None, typer.Option("--build-arg", help="KEY=VALUE build argument (repeatable).")
+    ] = None,
+    pull: Annotated[bool, typer.Option("--pull", help="Always pull a newer base image.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Rebuild every step.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not stream the build output.")] = False,
+) -> None:
+    """Build the server image, streaming the build output; prints the image id."""
+    from rich.text import Text
+
+    from .. import containers
+
+    tag = tag or (_GPU_IMAGE if gpu else _CPU_IMAGE)
+    dockerfile = dockerfile or ("Dockerfile.cuda" if gpu else "Dockerfile")
+    args = _pairs(build_arg, "--build-arg")
+    if model:
+        args["MODEL"] = model
+    if base_image:
+        args["BASE_IMAGE"] = base_image
+    console.info(f"building {tag} from {context / dockerfile} ...")
+    status = None
+
+    def on_line(line: str) -> None:
+        step = line.startswith("Step ")
+        if status is not None and step:
+            status.update(f"building {tag}: {line[:100]}")
+        console.stderr.print(Text(line, style="bold" if step else "dim"), soft_wrap=True)
+
+    try:
+        with contextlib.ExitStack() as stack:
+            if not quiet:
+                status = stack.enter_context(console.stderr.status(f"building {tag} ...", spinner="dots"))
+            image_id = containers.build_image(
+                context,
+                tag=tag,
+                dockerfile=dockerfile,
+                build_args=args,
+                on_line=None if quiet else on_line,
+                pull=pull,
+                no_cache=no_cache,
+            )
+    except containers.ImageBuildError as exc:
+        if quiet:
+            raise
+        raise containers.ImageBuildError(exc.summary, step=exc.step) from exc  # its lines are on screen
+    console.info(f"built {tag}")
+    console.stdout.out(image_id)
+
+
+# ------------------------------------------------------------------ run
+@app.command("run")
+def run(
+    image: ImageOpt = None,
+    gpu: GpuOpt = False,
+    port: Annotated[
+        int, typer.Option("--port", "-p", min=0, max=65535, help="Host port (0 = any free).")
+    ] = _PORT,
+    model: ModelOpt = None,
+    name: NameOpt = _NAME,
+    env: EnvOpt = None,
+    api_key: ApiKeyOpt = None,
+    public: Annotated[
+        bool, typer.Option("--public", help="Publish on every interface (0.0.0.0), not just 127.0.0.1.")
+    ] = False,
+    volume: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--volume", "-v", help="HOST:CONTAINER[:ro] bind mount, e.g. a model folder (repeatable)."
+        ),
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until /ready answers 200.")] = True,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0, help="Seconds to wait for readiness.")
+    ] = 120.0,
+) -> None:
+    """Start the server in a container; prints its URL once it is ready."""
+    from .. import containers
+
+    volumes: dict[str, str] = {}
+    for spec in volume or []:
+        host, sep, target = spec.partition(":")
+        if not sep or not host or not target.startswith("/"):
+            raise UsageError(f"--volume {spec!r}: expected HOST:/container/path[:ro]")
+        volumes[host] = target
+    image = image or (_GPU_IMAGE if gpu else _CPU_IMAGE)
+    container = containers.run_server(
+        image,
+        name=name,
+        port=port,
+        model=model,
+        env=_pairs(env, "--env"),
+        api_key=api_key,
+        gpu=gpu,
+        volumes=volumes or None,
+        bind="0.0.0.0" if public else "127.0.0.1",
+    )
+    url = containers.container_url(container) or f"http://127.0.0.1:{port}"
+    if not wait:
+        console.info(f"started {name} from {image}; `twi-asr docker health {name}` says when it is ready")
+        console.stdout.out(url)
+        return
+    with console.stderr.status(f"{name}: waiting for the server to load its model ...", spinner="dots") as s:
+        try:
+            url = containers.wait_ready(
+                container, url, timeout, on_wait=lambda m: s.update(f"{m} (up to {timeout:g} s)")
+            )
+        except containers.ContainerFailed as exc:
+            s.stop()
+            if exc.log_tail:
+                console.info(f"{name}: {exc.tail_title}")
+            _print_tail(exc.log_tail)
+            raise containers.ContainerFailed(exc.summary) from exc
+    console.info(f"{name} ({image}) is ready")
+    console.stdout.out(url)
+
+
+# ------------------------------------------------------------------ status
+@app.command("status")
+def status(as_json: JsonOpt = False) -> None:
+    """Our containers and swarm services: state, health, ports, image, replicas."""
+    from .. import containers
+
+    found = containers.list_managed()
+    services = containers.list_services()
+    if as_json:
+        body = {"containers": [c.to_dict() for c in found], "services": [s.to_dict() for s in services]}
+        console.stdout.out(json.dumps(body, indent=2))
+        return
+    if not found and not services:
+        console.info("no twi-asr containers or services (start one: `twi-asr docker run`)")
+        return
+    from rich.table import Table
+
+    if found:
+        table = Table(title="twi-asr containers")
+        for col in ("name", "status", "health", "url", "image", "id"):
+            table.add_column(col, overflow="fold", no_wrap=col in ("name", "url"))
+        for c in found:
+            table.add_row(c.name, c.status, c.health, c.url or "-", c.image, c.id)
+        console.stdout.print(table)
+    if services:
+        table = Table(title="twi-asr swarm services")
+        for col in ("name", "replicas (running/wanted)", "url", "image", "update", "errors"):
+            table.add_column(col, overflow="fold")
+        for s in services:
+            table.add_row(
+                s.name,
+                f"{s.running}/{s.replicas}",
+                s.url or "-",
+                s.image,
+                s.update_state or "-",
+                "; ".join(s.errors) or "-",
+            )
+        console.stdout.print(table)
+
+
+# ------------------------------------------------------------------ logs
+@app.command("logs")
+def logs(
+    name: Annotated[str, typer.Argument(help="Container (or service) name.")] = _NAME,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+    tail: Annotated[int, typer.Option("--tail", min=0, help="Lines from the end to start with.")] = 100,
+) -> None:
+    """Print the server's log lines (stdout and stderr of the container)."""
+    from .. import containers
+
+    for line in containers.logs(name, follow=follow, tail=tail):
+        console.stdout.out(line, highlight=False)
+
+
+# ------------------------------------------------------------------ stop
+@app.command("stop")
+def stop(
+    name: Annotated[str | None, typer.Argument(help="Container or service name (default twi-asr).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every container and service of ours.")] = False,
+    keep: Annotated[bool, typer.Option("--keep", help="Stop but do not remove the container.")] = False,
+    timeout: Annotated[int, typer.Option("--timeout", min=0, help="Seconds for a graceful stop.")] = 10,
+) -> None:
+    """Stop and remove our container(s); removes our swarm service of that name too."""
+    from .. import containers
+
+    if name is not None and all_:
+        raise UsageError("pass a NAME or --all, not both")
+    done = containers.stop(None if all_ else (name or _NAME), all_managed=all_, keep=keep, timeout=timeout)
+    for what in done:
+        console.info(f"stopped {what}")
+    if not done:
+        console.info("nothing to stop: no twi-asr containers or services")
+
+
+# ------------------------------------------------------------------ health
+@app.command("health")
+def health(
+    target: Annotated[
+        str, typer.Argument(help="A server URL (http://...) or a container/service name.")
+    ] = _NAME,
+    as_json: JsonOpt = False,
+) -> None:
+    """Is it alive and ready? Exit 0 when ready, 3 when not."""
+    from .. import containers
+    from ..errors import EnvironmentProblem
+
+    report: dict[str, Any] = containers.health(target)
+    if as_json:
+        console.stdout.out(json.dumps(report, indent=2))
+    else:
+        for key, value in report.items():
+            console.stdout.out(f"{key}: {value}")
+    if not report.get("ready"):
+        why = report.get("detail") or report.get("ready_status") or report.get("status") or "not ready"
+        raise EnvironmentProblem(f"{target} is not ready ({why})")
+
+
+# ------------------------------------------------------------------ scale
+@app.command("scale")
+def scale(
+    replicas: Annotated[int, typer.Argument(min=0, help="How many server replicas.")],
+    image: Annotated[str, typer.Option("--image", "-i", help="Image for a new service.")] = _CPU_IMAGE,
+    port: Annotated[
+        int, typer.Option("--port", "-p", min=1, max=65535, help="Published port (mesh).")
+    ] = _PORT,
+    init_swarm: Annotated[
+        bool, typer.Option("--init-swarm", help="Make this engine a one-node swarm when it is in none.")
+    ] = False,
+    update_image: Annotated[
+        str | None,
+        typer.Option("--update-image", help="Roll the service to this image, one replica at a time."),
+    ] = None,
+    name: NameOpt = _NAME,
+    model: ModelOpt = None,
+    env: EnvOpt = None,
+    api_key: ApiKeyOpt = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until every replica runs.")] = True,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0, help="Seconds to wait for the replicas.")
+    ] = 300.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run N replicas as a Docker Swarm service behind one port; scale or roll it to a new image."""
+    from .. import containers
+
+    info = containers.scale(
+        replicas,
+        image=image,
+        port=port,
+        init_swarm=init_swarm,
+        name=name,
+        update_image=update_image,
+        model=model,
+        env=_pairs(env, "--env"),
+        api_key=api_key,
+    )
+    if wait:
+        with console.stderr.status(
+            f"service {name}: waiting for {replicas} replicas ...", spinner="dots"
+        ) as s:
+            try:
+                info = containers.wait_replicas(
+                    name,
+                    timeout,
+                    on_wait=lambda i: s.update(f"service {name}: {i.running}/{i.replicas} replicas running"),
+                )
+            except containers.ContainerFailed as exc:
+                s.stop()
+                if exc.log_tail:
+                    console.info(f"service {name}: {exc.tail_title}")
+                _print_tail(exc.log_tail)
+                raise containers.ContainerFailed(exc.summary) from exc
+    if as_json:
+        console.stdout.out(json.dumps(info.to_dict(), indent=2))
+        return
+    console.info(f"service {info.name}: {info.running}/{info.replicas} replicas of {info.image}")
+    console.stdout.out(info.url or "")
+
+
+# ------------------------------------------------------------------ batch
+@app.command("batch", no_args_is_help=True)
+def batch(
+    inputs: Annotated[list[str], typer.Argument(help="Audio/video files, folders or globs.")],
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Where the outputs go.")],
+    formats: Annotated[
+        str, typer.Option("--format", "-f", help="Comma-separated: txt, json, srt, vtt, tsv, or all.")
+    ] = "txt",
+    image: ImageOpt = None,
+    gpu: GpuOpt = False,
+    port: Annotated[
+        int, typer.Option("--port", "-p", min=0, max=65535, help="Host port (0 = any free).")
+    ] = 0,
+    model: ModelOpt = None,
+    name: NameOpt = _NAME,
+    api_key: ApiKeyOpt = None,
+    language: Annotated[
+        str, typer.Option("--language", "-l", help="auto, a Whisper code, or tw/twi/ak/akan.")
+    ] = "auto",
+    word_timestamps: Annotated[
+        bool, typer.Option("--word-timestamps/--no-word-timestamps", help="Per-word times (json, tsv).")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite/--skip-existing", help="Redo inputs whose outputs already exist.")
+    ] = True,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0, help="Seconds to wait for readiness.")
+    ] = 300.0,
+) -> None:
+    """Transcribe files through a server container (ours if one runs; else started and stopped here)."""
+    from .. import containers
+    from ..languages import resolve_language
+    from ..types import TranscribeOptions
+    from ..writers import parse_formats
+
+    fmts = parse_formats(formats)
+    resolve_language(language, checkpoint_default=None)  # bad --language: exit 2 before any container
+    containers.batch_through_container(
+        inputs,
+        output_dir=output_dir,
+        formats=fmts,
+        options=TranscribeOptions(language=language, word_timestamps=word_timestamps),
+        image=image or (_GPU_IMAGE if gpu else _CPU_IMAGE),
+        name=name,
+        port=port or None,
+        model=model,
+        api_key=api_key,
+        gpu=gpu,
+        timeout_s=timeout,
+        overwrite=overwrite,
+        on_status=console.info,
+    )

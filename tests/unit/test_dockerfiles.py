@@ -1,0 +1,405 @@
+"""Static checks of the container files: Dockerfile, Dockerfile.cuda, .dockerignore, docker/.
+
+No Docker engine is needed: the Dockerfiles are parsed (continuations, comments, JSON forms), the
+compose/stack/Kubernetes files are read as YAML, and the example backend runs on loopback in front
+of a stand-in ASR server. The real image builds and runs are in the integration tests.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shlex
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILES = {"cpu": ROOT / "Dockerfile", "cuda": ROOT / "Dockerfile.cuda"}
+DOCKER_DIR = ROOT / "docker"
+
+
+def parse_dockerfile(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments and blanks dropped."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue  # comments may sit between continuation lines, as Docker allows
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        full = pending + line
+        pending = ""
+        keyword, _, rest = full.partition(" ")
+        instructions.append((keyword.upper(), rest.strip()))
+    assert not pending, f"{path.name} ends inside a continuation"
+    return instructions
+
+
+def only(instructions: list[tuple[str, str]], keyword: str) -> str:
+    found = [args for kw, args in instructions if kw == keyword]
+    assert len(found) == 1, f"expected one {keyword}, found {found}"
+    return found[0]
+
+
+def index_of(instructions: list[tuple[str, str]], keyword: str, pattern: str) -> int:
+    for i, (kw, args) in enumerate(instructions):
+        if kw == keyword and re.search(pattern, args):
+            return i
+    raise AssertionError(f"no {keyword} matching {pattern!r}")
+
+
+def env_of(instructions: list[tuple[str, str]]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for kw, args in instructions:
+        if kw == "ENV":
+            for item in shlex.split(args):
+                key, _, value = item.partition("=")
+                env[key] = value
+    return env
+
+
+@pytest.fixture(scope="module", params=sorted(DOCKERFILES))
+def dockerfile(request: pytest.FixtureRequest) -> list[tuple[str, str]]:
+    return parse_dockerfile(DOCKERFILES[request.param])
+
+
+def test_base_image_is_an_argument_with_a_public_default(dockerfile: list[tuple[str, str]]) -> None:
+    assert dockerfile[0][0] == "ARG" and dockerfile[0][1].startswith("BASE_IMAGE=")
+    assert dockerfile[0][1].split("=", 1)[1], "BASE_IMAGE needs a public default"
+    assert only(dockerfile, "FROM") == "${BASE_IMAGE}"
+
+
+def test_runtime_contract(dockerfile: list[tuple[str, str]]) -> None:
+    assert json.loads(only(dockerfile, "ENTRYPOINT")) == ["twi-asr"]
+    assert json.loads(only(dockerfile, "CMD")) == ["serve"]
+    assert only(dockerfile, "EXPOSE") == "8001"
+    env = env_of(dockerfile)
+    assert env["TWI_ASR_HOST"] == "0.0.0.0"
+    assert env["TWI_ASR_PORT"] == "8001"
+    assert env["TWI_ASR_CACHE_DIR"] == "/models"
+    assert env["HF_HOME"] == "/models/hf"
+    assert env["PIP_NO_CACHE_DIR"] == "1"
+    assert env["PATH"].startswith("/opt/venv/bin:")
+
+
+def test_healthcheck_polls_ready_with_the_standard_library(dockerfile: list[tuple[str, str]]) -> None:
+    check = only(dockerfile, "HEALTHCHECK")
+    options, _, command = check.partition("CMD ")
+    assert "--start-period=" in options
+    argv = json.loads(command)
+    assert argv[:2] == ["python3", "-c"]
+    assert "/ready" in argv[2] and "urllib" in argv[2] and "curl" not in check
+    compile(argv[2], "HEALTHCHECK", "exec")  # the inline program is valid Python
+
+
+def test_non_root_numeric_user_before_the_entrypoint(dockerfile: list[tuple[str, str]]) -> None:
+    user = only(dockerfile, "USER")
+    uid, _, gid = user.partition(":")
+    assert uid.isdigit() and int(uid) != 0, "numeric, so Kubernetes runAsNonRoot can verify it"
+    assert gid.isdigit() and int(gid) != 0
+    assert index_of(dockerfile, "USER", ".") < index_of(dockerfile, "ENTRYPOINT", ".")
+    assert f"--uid {uid}" in only([(kw, a) for kw, a in dockerfile if kw == "RUN" and "useradd" in a], "RUN")
+
+
+def test_dependencies_are_a_layer_before_the_source(dockerfile: list[tuple[str, str]]) -> None:
+    copy_project = index_of(dockerfile, "COPY", r"^pyproject\.toml ")
+    deps = index_of(dockerfile, "RUN", r"pip install .*\"\.\[\$extras\]\"")
+    copy_src = index_of(dockerfile, "COPY", r"^src ")
+    source_install = index_of(dockerfile, "RUN", r"pip install --no-deps .* \.")
+    assert copy_project < deps < copy_src < source_install
+    # Nothing from the source tree reaches the image before the dependency layer.
+    assert all(kw != "COPY" or i == copy_project for i, (kw, _) in enumerate(dockerfile[:deps]))
+
+
+def test_model_is_baked_only_when_asked(dockerfile: list[tuple[str, str]]) -> None:
+    assert ("ARG", "MODEL=") in dockerfile
+    bake = index_of(dockerfile, "RUN", r'twi-asr models path "\$MODEL"')
+    assert 'if [ -n "$MODEL" ]' in dockerfile[bake][1]
+    assert env_of(dockerfile)["TWI_ASR_MODEL"].startswith("${MODEL")
+    assert index_of(dockerfile, "COPY", r"^src ") < bake
+
+
+def _extras(instructions: list[tuple[str, str]]) -> tuple[str, str]:
+    deps = instructions[index_of(instructions, "RUN", r"extras=")][1]
+    base = re.search(r'extras="([^"$]+)"', deps)
+    added = re.search(r'all\) extras="\$extras,([^"]+)"', deps)
+    assert base and added
+    return base.group(1), added.group(1)
+
+
+def test_both_images_install_the_same_package() -> None:
+    cpu, cuda = (parse_dockerfile(DOCKERFILES[k]) for k in ("cpu", "cuda"))
+    assert _extras(cpu) == _extras(cuda) == ("server,ct2,models,s3", "transformers")
+    assert only(cpu, "USER") == only(cuda, "USER")
+    for key in ("ENTRYPOINT", "CMD", "EXPOSE", "USER"):
+        assert only(cpu, key) == only(cuda, key)
+    assert only(cpu, "HEALTHCHECK").partition("CMD ")[2] == only(cuda, "HEALTHCHECK").partition("CMD ")[2]
+    assert ("ARG", "ENGINES=ct2") in cpu, "the CPU image is torch-free by default"
+    assert ("ARG", "ENGINES=all") in cuda
+
+
+def test_the_extras_exist_in_pyproject() -> None:
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from 3.11")
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "optional-dependencies"
+    ]
+    base, added = _extras(parse_dockerfile(DOCKERFILES["cpu"]))
+    for name in [*base.split(","), *added.split(",")]:
+        assert name in extras, f"Dockerfile installs the extra {name!r}, which pyproject.toml lacks"
+
+
+def test_no_system_build_tools_are_installed() -> None:
+    for path in DOCKERFILES.values():
+        for kw, args in parse_dockerfile(path):
+            if kw == "RUN":
+                assert not re.search(r"apt-get|apk add|build-essential|\bgcc\b|-dev\b", args), path.name
+
+
+# --- .dockerignore ---------------------------------------------------------------------------
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    out = ""
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out += "(?:.*/)?"
+            i += 3
+        elif pattern.startswith("**", i):
+            out += ".*"
+            i += 2
+        elif pattern[i] == "*":
+            out += "[^/]*"
+            i += 1
+        elif pattern[i] == "?":
+            out += "[^/]"
+            i += 1
+        else:
+            out += re.escape(pattern[i])
+            i += 1
+    return re.compile(out + r"\Z")
+
+
+def dockerignored(path: str, patterns: list[str]) -> bool:
+    """Docker's rule: the last matching pattern wins; a pattern matching a parent covers children."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    excluded = False
+    for raw in patterns:
+        negate = raw.startswith("!")
+        pattern = raw[1:] if negate else raw
+        regex = _pattern_regex(pattern.strip("/"))
+        if any(regex.match(p) for p in prefixes):
+            excluded = not negate
+    return excluded
+
+
+def test_dockerignore_keeps_the_build_inputs_and_drops_the_rest() -> None:
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    for needed in ("pyproject.toml", "README.md", "src/twi_asr/__init__.py", "src/twi_asr/py.typed"):
+        assert not dockerignored(needed, patterns), needed
+    for dropped in (
+        ".git/HEAD",
+        ".venv/bin/python",
+        "venv/bin/python",
+        "bench/.cache/x.wav",
+        "tests/unit/test_cli.py",
+        "src/twi_asr/__pycache__/cli.cpython-311.pyc",
+        "src/twi_asr.egg-info/PKG-INFO",
+        "examples/hello.wav",
+        ".ci/run",
+    ):
+        assert dockerignored(dropped, patterns), dropped
+    # Whatever the Dockerfiles COPY from the context must survive the ignore file.
+    for path in DOCKERFILES.values():
+        for kw, args in parse_dockerfile(path):
+            if kw == "COPY" and "--from" not in args:
+                for source in args.split()[:-1]:
+                    assert not dockerignored(source.rstrip("/"), patterns), f"{path.name}: COPY {source}"
+
+
+# --- compose, swarm, Kubernetes ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def yaml() -> ModuleType:
+    return pytest.importorskip("yaml", reason="PyYAML is not installed (it comes with huggingface_hub)")
+
+
+def _load(yaml: ModuleType, name: str) -> Any:
+    return yaml.safe_load((DOCKER_DIR / name).read_text(encoding="utf-8"))
+
+
+def test_compose_runs_the_backend_in_front_of_the_asr(yaml: ModuleType) -> None:
+    compose = _load(yaml, "compose.yaml")
+    asr, backend = compose["services"]["asr"], compose["services"]["backend"]
+    assert asr["build"]["dockerfile"] == "Dockerfile" and asr["build"]["context"] == ".."
+    assert "BASE_IMAGE" in asr["build"]["args"]
+    assert any(p.endswith(":8001") for p in asr["ports"])
+    assert any(v.split(":")[1] == "/models" for v in asr["volumes"])
+    assert backend["environment"]["ASR_URL"] == "http://asr:8001"
+    assert any(p.endswith(":8000") for p in backend["ports"])
+    assert backend["depends_on"]["asr"]["condition"] == "service_healthy"
+    assert (DOCKER_DIR / backend["build"]["context"] / "Dockerfile").is_file()
+    assert "models" in compose["volumes"]
+
+
+def test_gpu_override_builds_the_cuda_image_with_a_gpu(yaml: ModuleType) -> None:
+    asr = _load(yaml, "compose.gpu.yaml")["services"]["asr"]
+    assert asr["build"]["dockerfile"] == "Dockerfile.cuda"
+    (device,) = asr["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+
+
+def test_swarm_stack_replicates_the_asr(yaml: ModuleType) -> None:
+    stack = _load(yaml, "swarm-stack.yaml")
+    asr = stack["services"]["asr"]
+    assert "build" not in asr, "docker stack deploy ignores build: images are built beforehand"
+    assert asr["deploy"]["replicas"] >= 2
+    assert asr["ports"][0]["target"] == 8001
+    assert "/ready" in " ".join(asr["healthcheck"]["test"])
+    assert stack["services"]["backend"]["environment"]["ASR_URL"] == "http://asr:8001"
+
+
+def test_kubernetes_probes_service_and_autoscaler(yaml: ModuleType) -> None:
+    docs = [
+        d for d in yaml.safe_load_all((DOCKER_DIR / "k8s/deployment.yaml").read_text(encoding="utf-8")) if d
+    ]
+    by_kind = {d["kind"]: d for d in docs}
+    assert set(by_kind) >= {"Deployment", "Service", "HorizontalPodAutoscaler"}
+    deployment = by_kind["Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert ports[container["readinessProbe"]["httpGet"]["port"]] == 8001
+    pod_security = deployment["spec"]["template"]["spec"]["securityContext"]
+    uid = only(parse_dockerfile(DOCKERFILES["cpu"]), "USER").split(":")[0]
+    assert pod_security["runAsNonRoot"] is True and str(pod_security["runAsUser"]) == uid
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert by_kind["Service"]["spec"]["selector"].items() <= labels.items()
+    hpa = by_kind["HorizontalPodAutoscaler"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+
+
+def test_base_image_script_is_valid_bash() -> None:
+    subprocess.run(["bash", "-n", str(ROOT / "scripts/base-image.sh")], check=True)
+
+
+# --- the example backend ---------------------------------------------------------------------
+
+
+class _FakeAsr(BaseHTTPRequestHandler):
+    """Stands in for twi-asr: echoes what it was sent, so the test sees what the backend forwarded."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._reply(200, {"status": "ready"})
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self._reply(
+            200,
+            {
+                "path": self.path,
+                "content_type": self.headers["Content-Type"],
+                "auth": self.headers.get("Authorization"),
+                "request_id": self.headers.get("X-Request-ID"),
+                "body": body.decode("latin-1"),
+            },
+        )
+
+    def _reply(self, status: int, payload: object) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def _serve(server: ThreadingHTTPServer) -> Iterator[str]:
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture()
+def backend(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    spec = importlib.util.spec_from_file_location("example_backend", DOCKER_DIR / "backend/app.py")
+    assert spec and spec.loader
+    app = importlib.util.module_from_spec(spec)
+    sys.modules.pop("example_backend", None)
+    spec.loader.exec_module(app)
+    asr_gen = _serve(ThreadingHTTPServer(("127.0.0.1", 0), _FakeAsr))
+    asr_url = next(asr_gen)
+    monkeypatch.setenv("ASR_URL", asr_url)
+    monkeypatch.setenv("ASR_API_KEY", "k3y")
+    monkeypatch.setenv("BACKEND_MAX_UPLOAD_MB", "0.001")
+    backend_gen = _serve(ThreadingHTTPServer(("127.0.0.1", 0), app.Handler))
+    yield next(backend_gen)
+    for gen in (backend_gen, asr_gen):
+        gen.close()
+
+
+def _post(url: str, data: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(url, data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_backend_forwards_multipart_as_is(backend: str) -> None:
+    body = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\nRIFF\r\n--b--\r\n'
+    status, seen = _post(
+        f"{backend}/transcribe",
+        body,
+        {"Content-Type": "multipart/form-data; boundary=b", "X-Request-ID": "rid-1"},
+    )
+    assert status == 200
+    assert seen["path"] == "/v1/audio/transcriptions"
+    assert seen["body"] == body.decode("latin-1")
+    assert seen["auth"] == "Bearer k3y" and seen["request_id"] == "rid-1"
+
+
+def test_backend_wraps_a_raw_body(backend: str) -> None:
+    status, seen = _post(
+        f"{backend}/transcribe?filename=clip.wav&language=en", b"RIFFDATA", {"Content-Type": "audio/wav"}
+    )
+    assert status == 200 and seen["content_type"].startswith("multipart/form-data; boundary=")
+    assert 'name="language"\r\n\r\nen\r\n' in seen["body"]
+    assert 'name="file"; filename="clip.wav"' in seen["body"] and "RIFFDATA" in seen["body"]
+
+
+def test_backend_limits_uploads_and_relays_ready(backend: str) -> None:
+    status, error = _post(f"{backend}/transcribe", b"x" * 5000, {"Content-Type": "audio/wav"})
+    assert status == 413 and "too large" in error["error"]
+    with urllib.request.urlopen(f"{backend}/ready", timeout=10) as r:
+        assert r.status == 200 and json.loads(r.read()) == {"status": "ready"}
