@@ -119,7 +119,7 @@ class TransformersTranscriber:
         return [r for r in results if r is not None]
 
     # ------------------------------------------------------------ internals
-    def _generate_kwargs(self, options: TranscribeOptions, language: str | None, n: int) -> dict[str, Any]:
+    def _generate_kwargs(self, options: TranscribeOptions, language: str | None) -> dict[str, Any]:
         kw: dict[str, Any] = {
             "num_beams": options.beam_size,
             "return_timestamps": True,
@@ -156,7 +156,7 @@ class TransformersTranscriber:
         features = feats.input_features.to(self.device, dtype=getattr(torch, self.dtype))
         mask = feats.attention_mask.to(self.device)
         detected: list[str | None] = [language] * len(batch)
-        kw = self._generate_kwargs(options, language, len(batch))
+        kw = self._generate_kwargs(options, language)
         if self.multilingual and not language:
             detected = [d or "en" for d in self._detect_languages(features)]  # what generate is told
             kw["language"] = detected
