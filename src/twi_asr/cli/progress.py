@@ -94,17 +94,19 @@ class Reporter:
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("files"),
+                TextColumn("{task.fields[unit]}"),
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
                 console=console.stderr,
                 transient=False,
             )
             self._progress.start()
-            self._task = self._progress.add_task("transcribing", total=len(self.items))
+            self._task = self._progress.add_task("transcribing", total=len(self.items), unit="files")
             total_audio = _probe_total(self.items)
             if total_audio:
-                self._audio_task = self._progress.add_task("audio (s)", total=round(total_audio, 1))
+                self._audio_task = self._progress.add_task(
+                    "audio", total=round(total_audio, 1), unit="s of audio"
+                )
         return self
 
     def __exit__(
