@@ -466,6 +466,17 @@ def _find_container(dc: DockerClient, name: str) -> Container | None:
     return container
 
 
+def server_env(env: dict[str, str] | None, *, model: str | None, api_key: str | None) -> dict[str, str]:
+    """The server's environment in a container or service: the user's ``--env`` plus our settings."""
+    environment = dict(env or {})
+    environment["TWI_ASR_PORT"] = str(CONTAINER_PORT)
+    if model:
+        environment["TWI_ASR_MODEL"] = model
+    if api_key:
+        environment["TWI_ASR_API_KEY"] = api_key
+    return environment
+
+
 def run_server(
     image: str,
     *,
@@ -501,12 +512,7 @@ def run_server(
             )
         with _mapped(f"removing the stopped container {name}"):
             existing.remove(force=True)
-    environment = dict(env or {})
-    environment["TWI_ASR_PORT"] = str(CONTAINER_PORT)
-    if model:
-        environment["TWI_ASR_MODEL"] = model
-    if api_key:
-        environment["TWI_ASR_API_KEY"] = api_key
+    environment = server_env(env, model=model, api_key=api_key)
     mounts: dict[str, dict[str, str]] = {}
     for host, target in (volumes or {}).items():
         path, _, mode = target.partition(":")
@@ -921,12 +927,7 @@ def scale(
             )
         if new_image is None:
             _require_image(dc, image)
-        environment = dict(env or {})
-        environment["TWI_ASR_PORT"] = str(CONTAINER_PORT)
-        if model:
-            environment["TWI_ASR_MODEL"] = model
-        if api_key:
-            environment["TWI_ASR_API_KEY"] = api_key
+        environment = server_env(env, model=model, api_key=api_key)
         with _mapped(f"creating service {name}", image=new_image or image, port=port):
             service = dc.services.create(
                 new_image or image,
