@@ -171,3 +171,14 @@ def print_cells(header: list[str], body: list[list[str]], title: str, *, left: i
     for line in body:
         table.add_row(*line)
     Console(width=160).print(table)
+
+
+def warn_if_busy(load_1m: float) -> None:
+    """Say on stderr when other work on the machine is likely to skew the timings."""
+    cores = os.cpu_count() or 1
+    if load_1m > 0.5 * cores:
+        print(
+            f"warning: 1-minute load average {load_1m:.2f} on {cores} cores before the timed runs: "
+            "other processes are competing for the CPU, timings will be skewed",
+            file=sys.stderr,
+        )

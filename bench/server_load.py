@@ -57,6 +57,7 @@ from _common import (
     package_versions,
     print_cells,
     utc_now,
+    warn_if_busy,
     write_json,
 )
 from transcribe_folder import DEFAULT_CACHE, Clip, build_corpus
@@ -417,17 +418,6 @@ def one_line_summary(rows: list[Row], target: dict[str, Any]) -> str:
         else "target not checked"
     )
     return "server_load: batching on vs off: " + "; ".join(parts) + f"; {verdict}"
-
-
-def warn_if_busy(load_1m: float) -> None:
-    """Say on stderr when other work on the machine is likely to skew the numbers."""
-    cores = os.cpu_count() or 1
-    if load_1m > 0.5 * cores:
-        print(
-            f"warning: 1-minute load average {load_1m:.2f} on {cores} cores before the timed runs: "
-            "other processes are competing for the CPU, numbers will be skewed",
-            file=sys.stderr,
-        )
 
 
 # --------------------------------------------------------------------------- main

@@ -67,6 +67,7 @@ from _common import (
     rss_method,
     run_process,
     utc_now,
+    warn_if_busy,
     write_json,
 )
 
@@ -388,17 +389,6 @@ def one_line_summary(rows: list[Row]) -> str:
             parts.append(f"{ours.engine}: CLI {ours.wall_s:.1f} s ({vs} of reference), WER {ours.wer:.1%}")
     files, audio = (rows[0].files, rows[0].audio_s) if rows else (0, 0.0)
     return f"transcribe_folder: {files} clips, {audio:.0f} s audio; " + "; ".join(parts)
-
-
-def warn_if_busy(load_1m: float) -> None:
-    """Say on stderr when other work on the machine is likely to inflate the wall times."""
-    cores = os.cpu_count() or 1
-    if load_1m > 0.5 * cores:
-        print(
-            f"warning: 1-minute load average {load_1m:.2f} on {cores} cores before the timed runs: "
-            "other processes are competing for the CPU, wall times will be inflated",
-            file=sys.stderr,
-        )
 
 
 # --------------------------------------------------------------------------- main
