@@ -56,6 +56,7 @@ __all__ = [
     "remove",
     "run_server",
     "scale",
+    "serving_container",
     "stop",
     "wait_ready",
     "wait_replicas",
@@ -999,6 +1000,50 @@ def wait_replicas(
 
 
 # ----------------------------------------------------------------- batch
+@contextlib.contextmanager
+def serving_container(
+    *,
+    image: str = CPU_IMAGE,
+    name: str = DEFAULT_NAME,
+    port: int | None = None,
+    model: str | None = None,
+    api_key: str | None = None,
+    gpu: bool = False,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 300.0,
+    on_status: Callable[[str], None] | None = None,
+    docker_client: DockerClient | None = None,
+) -> Iterator[str]:
+    """Yield the base URL of a ready server container; stop it afterwards if this started it.
+
+    Reuses our running container ``name`` when it publishes a port (and leaves
+    it running); otherwise starts one from ``image`` (``port`` None = any free
+    port), waits until ``/ready`` answers, and on exit (normal, error or
+    Ctrl-C) stops and removes it. This is what ``twi-asr batch --docker`` and
+    ``twi-asr docker batch`` stand on: the user never runs ``docker`` by hand.
+    """
+    say = on_status or (lambda _m: None)
+    dc = _dc(docker_client)
+    existing = _find_container(dc, name)
+    if existing is not None and existing.status == "running" and container_url(existing):
+        url = str(container_url(existing))
+        say(f"using the running container {name} at {url}")
+        yield url
+        return
+    started = run_server(
+        image, name=name, port=port, model=model, env=env, api_key=api_key, gpu=gpu, docker_client=dc
+    )
+    try:
+        say(f"started container {started.name} from {image}; waiting for the model to load ...")
+        url = wait_ready(started, None, timeout_s)
+        say(f"container {started.name} ready at {url}")
+        yield url
+    finally:
+        with contextlib.suppress(Exception):
+            _stop_container(started, keep=False, timeout=10)
+        say(f"stopped container {started.name}")
+
+
 def batch_through_container(
     inputs: list[str],
     *,
@@ -1017,32 +1062,17 @@ def batch_through_container(
     on_status: Callable[[str], None] | None = None,
     docker_client: DockerClient | None = None,
 ) -> None:
-    """Transcribe ``inputs`` into ``output_dir`` through a server container.
+    """Transcribe ``inputs`` into ``output_dir`` through a server container (see :func:`serving_container`).
 
-    Reuses our running container ``name`` when there is one; otherwise starts
-    one from ``image`` (``port`` None = any free port), waits until it is ready,
-    and stops and removes it afterwards, also on errors and Ctrl-C. The work is
-    :func:`twi_asr.cli.transcribe.run_transcribe` with ``server=`` its URL.
+    The work is :func:`twi_asr.cli.transcribe.run_transcribe` with ``server=`` the container's URL.
     """
     from .cli.transcribe import run_transcribe  # the module: `cli.transcribe` is also a function
     from .types import TranscribeOptions
 
-    say = on_status or (lambda _m: None)
-    dc = _dc(docker_client)
-    started: Container | None = None
-    existing = _find_container(dc, name)
-    if existing is not None and existing.status == "running" and container_url(existing):
-        url = str(container_url(existing))
-        say(f"using the running container {name} at {url}")
-    else:
-        started = run_server(
-            image, name=name, port=port, model=model, api_key=api_key, gpu=gpu, docker_client=dc
-        )
-    try:
-        if started is not None:
-            say(f"started container {started.name} from {image}; waiting for the model to load ...")
-            url = wait_ready(started, None, timeout_s)
-            say(f"container {started.name} ready at {url}")
+    with serving_container(
+        image=image, name=name, port=port, model=model, api_key=api_key, gpu=gpu,
+        timeout_s=timeout_s, on_status=on_status, docker_client=docker_client,
+    ) as url:  # fmt: skip
         run_transcribe(
             inputs,
             output_dir=output_dir,
@@ -1057,8 +1087,3 @@ def batch_through_container(
             server=url,
             api_key=api_key,
         )
-    finally:
-        if started is not None:
-            with contextlib.suppress(Exception):
-                _stop_container(started, keep=False, timeout=10)
-            say(f"stopped container {started.name}")
