@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_NAME",
     "GPU_IMAGE",
     "MANAGED_LABEL",
+    "PUBLISH_MODES",
     "ContainerFailed",
     "ContainerInfo",
     "ImageBuildError",
@@ -54,12 +55,14 @@ __all__ = [
     "logs",
     "map_docker_error",
     "remove",
+    "routing_mesh_available",
     "run_server",
     "scale",
     "serving_container",
     "stop",
     "wait_ready",
     "wait_replicas",
+    "wait_service_ready",
 ]
 
 CONTAINER_PORT = 8001
@@ -637,7 +640,12 @@ def list_managed(*, docker_client: DockerClient | None = None) -> list[Container
 
 @dataclass(frozen=True)
 class ServiceInfo:
-    """One twi-asr swarm service: its replicas and where the routing mesh publishes it."""
+    """One twi-asr swarm service: its replicas and where they are published.
+
+    ``publish_mode`` ``ingress``: the routing mesh publishes one ``port`` for
+    all replicas (``url``). ``host``: each running replica publishes its own
+    port on the node (``replica_urls``), for engines whose kernel has no IPVS.
+    """
 
     name: str
     id: str
@@ -652,10 +660,18 @@ class ServiceInfo:
     url: str | None = None
     errors: tuple[str, ...] = ()
     """Messages of the latest failed or rejected tasks."""
+    publish_mode: str = "ingress"
+    replica_urls: tuple[str, ...] = ()
+    """One URL per running replica (host mode); empty behind the mesh."""
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Where clients reach the service: the mesh URL, or every replica's."""
+        return (self.url,) if self.url else self.replica_urls
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
-        return asdict(self)
+        return {**asdict(self), "urls": list(self.urls)}
 
 
 def _service_info(service: Service) -> ServiceInfo:
@@ -665,14 +681,20 @@ def _service_info(service: Service) -> ServiceInfo:
     spec = service.attrs.get("Spec") or {}
     image = str(((spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Image") or "")
     replicas = int(((spec.get("Mode") or {}).get("Replicated") or {}).get("Replicas") or 0)
+    spec_ports = (spec.get("EndpointSpec") or {}).get("Ports") or []
+    mode = "host" if any(p.get("PublishMode") == "host" for p in spec_ports) else "ingress"
     port: int | None = None
-    for p in (
-        (service.attrs.get("Endpoint") or {}).get("Ports")
-        or (spec.get("EndpointSpec") or {}).get("Ports")
-        or []
-    ):
-        if int(p.get("TargetPort") or 0) == CONTAINER_PORT and p.get("PublishedPort"):
-            port = int(p["PublishedPort"])
+    if mode == "ingress":
+        for p in (service.attrs.get("Endpoint") or {}).get("Ports") or spec_ports:
+            if int(p.get("TargetPort") or 0) == CONTAINER_PORT and p.get("PublishedPort"):
+                port = int(p["PublishedPort"])
+    replica_ports: list[int] = []
+    for t in tasks:
+        if t.get("DesiredState") != "running" or (t.get("Status") or {}).get("State") != "running":
+            continue
+        for p in ((t.get("Status") or {}).get("PortStatus") or {}).get("Ports") or []:
+            if int(p.get("TargetPort") or 0) == CONTAINER_PORT and p.get("PublishedPort"):
+                replica_ports.append(int(p["PublishedPort"]))
     running = sum(
         1
         for t in tasks
@@ -693,6 +715,8 @@ def _service_info(service: Service) -> ServiceInfo:
         update_state=(service.attrs.get("UpdateStatus") or {}).get("State"),
         url=f"http://127.0.0.1:{port}" if port else None,
         errors=tuple(dict.fromkeys(m for m in failed if m))[:3],
+        publish_mode=mode,
+        replica_urls=tuple(f"http://127.0.0.1:{p}" for p in sorted(dict.fromkeys(replica_ports))),
     )
 
 
@@ -848,9 +872,23 @@ def health(
             "and not a URL (http://...)"
         )
     info = _service_info(services[0])
-    out = {"name": info.name, "replicas": info.replicas, "running": info.running, "image": info.image}
-    out.update(_probe(info.url) if info.url else {"url": None, "alive": False, "ready": False})
-    out["ready"] = bool(out["ready"]) and info.running >= info.replicas > 0
+    out = {
+        "name": info.name,
+        "replicas": info.replicas,
+        "running": info.running,
+        "image": info.image,
+        "publish_mode": info.publish_mode,
+    }
+    probes = [_probe(u) for u in info.urls]
+    if info.url:
+        out.update(probes[0])
+    else:
+        out["url"] = None
+        out["replica_urls"] = [p["url"] for p in probes]
+        out["replicas_ready"] = sum(1 for p in probes if p["ready"])
+        out["alive"] = any(p["alive"] for p in probes)
+        out["ready"] = bool(probes) and all(p["ready"] for p in probes)
+    out["ready"] = bool(out.get("ready")) and info.running >= info.replicas > 0
     return out
 
 
@@ -868,11 +906,52 @@ def _probe(url: str) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------- swarm
+PUBLISH_MODES = ("auto", "ingress", "host")
+"""How ``scale`` publishes the service: auto picks ingress where the kernel has IPVS, else host."""
+
+
+def _ipvs_present() -> bool:
+    """Does this machine's kernel have IPVS (loaded, or as a module dockerd can load)?"""
+    release = os.uname().release
+    modules = Path("/lib/modules", release)
+    return (
+        Path("/proc/net/ip_vs").exists()
+        or Path("/sys/module/ip_vs").exists()
+        or (modules.is_dir() and any(modules.rglob("ip_vs.ko*")))
+    )
+
+
+def routing_mesh_available() -> bool:
+    """Best guess whether the swarm routing mesh works on the engine we talk to.
+
+    The mesh (ingress publishing, service virtual IPs) needs the kernel's IPVS;
+    without it tasks run but the published port never answers (dockerd logs
+    "Could not get ipvs family information"). A local engine (unix socket) is
+    checked on this machine's kernel; a remote one is assumed to have it.
+    """
+    host = os.environ.get("DOCKER_HOST") or _DEFAULT_SOCKET
+    if not host.startswith("unix://"):
+        return True
+    return _ipvs_present()
+
+
+def _endpoint_spec(mode: str, port: int | None) -> Any:
+    """The service's EndpointSpec: ``port`` on the mesh (VIP), or a random host port per replica (DNS RR)."""
+    from docker.types import EndpointSpec
+
+    if mode == "host":
+        return EndpointSpec(
+            mode="dnsrr", ports=[{"Protocol": "tcp", "TargetPort": CONTAINER_PORT, "PublishMode": "host"}]
+        )
+    return EndpointSpec(mode="vip", ports={port or CONTAINER_PORT: CONTAINER_PORT})
+
+
 def scale(
     replicas: int,
     *,
     image: str = CPU_IMAGE,
-    port: int = CONTAINER_PORT,
+    port: int | None = None,
+    publish_mode: str = "auto",
     init_swarm: bool = False,
     name: str = DEFAULT_NAME,
     update_image: str | None = None,
@@ -883,17 +962,33 @@ def scale(
 ) -> ServiceInfo:
     """Run ``replicas`` server replicas as one swarm service behind ``port`` (the routing mesh).
 
+    ``publish_mode`` ``ingress``: the mesh publishes ``port`` (default 8001)
+    on every interface of the node and spreads connections over the replicas.
+    ``host``: each replica publishes a port of its own (chosen by the engine;
+    see :attr:`ServiceInfo.replica_urls`) and clients spread the load, for
+    kernels without IPVS. ``auto`` (default): ingress where
+    :func:`routing_mesh_available`, else host.
+
     Makes this engine a one-node swarm (advertise address 127.0.0.1) only when
     ``init_swarm``; otherwise no swarm is an :class:`EnvironmentProblem`. An
     existing service of ours is scaled (``image`` is then ignored) and, with
     ``update_image``, rolled to that image one replica at a time, new before
     old, rolling back on failure. Returns at once; see :func:`wait_replicas`.
-    The mesh publishes on every interface of the node.
     """
-    from docker.types import EndpointSpec, RestartPolicy, ServiceMode, UpdateConfig
+    from docker.types import RestartPolicy, ServiceMode, UpdateConfig
 
     if replicas < 0:
         raise UsageError(f"replicas {replicas}: expected 0 or more")
+    if publish_mode not in PUBLISH_MODES:
+        raise UsageError(f"publish mode {publish_mode!r}: expected one of {', '.join(PUBLISH_MODES)}")
+    mode = publish_mode
+    if mode == "auto":
+        mode = "ingress" if routing_mesh_available() else "host"
+    if mode == "host" and port is not None:
+        raise UsageError(
+            "--port needs the routing mesh (--publish-mode ingress); in host mode every replica "
+            "gets a port of its own (see `twi-asr docker status`)"
+        )
     dc = _dc(docker_client)
     state, manager = _swarm_state(dc)
     if state != "active":
@@ -929,7 +1024,7 @@ def scale(
         if new_image is None:
             _require_image(dc, image)
         environment = server_env(env, model=model, api_key=api_key)
-        with _mapped(f"creating service {name}", image=new_image or image, port=port):
+        with _mapped(f"creating service {name}", image=new_image or image, port=port or CONTAINER_PORT):
             service = dc.services.create(
                 new_image or image,
                 name=name,
@@ -937,7 +1032,7 @@ def scale(
                 container_labels={SERVICE_LABEL: name},
                 env=[f"{k}={v}" for k, v in environment.items()],
                 mode=ServiceMode("replicated", replicas=replicas),
-                endpoint_spec=EndpointSpec(ports={port: CONTAINER_PORT}),
+                endpoint_spec=_endpoint_spec(mode, port),
                 update_config=rolling,
                 restart_policy=RestartPolicy(condition="on-failure", delay=5_000_000_000, max_attempts=5),
             )
@@ -950,8 +1045,8 @@ def scale(
     if new_image is not None and new_image != current.image:
         changes["image"] = new_image
         changes["update_config"] = rolling
-    if current.port != port:
-        changes["endpoint_spec"] = EndpointSpec(ports={port: CONTAINER_PORT})
+    if current.publish_mode != mode or (mode == "ingress" and current.port != (port or CONTAINER_PORT)):
+        changes["endpoint_spec"] = _endpoint_spec(mode, port)
     if changes:
         with _mapped(f"updating service {name}", image=new_image, port=port):
             service.update(**changes)
@@ -993,6 +1088,47 @@ def wait_replicas(
                 f"service {name}: {info.running}/{info.replicas} replicas running after {timeout_s:g} s"
                 + (f" (update {info.update_state})" if info.update_state else "")
                 + "; see the latest task errors",
+                info.errors,
+                title="latest task errors",
+            )
+        time.sleep(interval_s)
+
+
+def wait_service_ready(
+    name: str = DEFAULT_NAME,
+    timeout_s: float = 60.0,
+    *,
+    interval_s: float = 1.0,
+    docker_client: DockerClient | None = None,
+) -> ServiceInfo:
+    """After :func:`wait_replicas`: wait until every URL of the service answers ``/ready`` with 200.
+
+    Behind the mesh that is the one published port; in host mode, every
+    replica's own port. A mesh port that never answers while the replicas run
+    means the routing mesh does not work on this engine (no IPVS): the error
+    says to scale with ``--publish-mode host``.
+    """
+    dc = _dc(docker_client)
+    services = _our_services(dc, name)
+    if not services:
+        raise EnvironmentProblem(f"no twi-asr service named {name} (see `twi-asr docker status`)")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        info = _service_info(services[0])
+        urls = info.urls
+        waiting = [u for u in urls if (_http_get(u.rstrip("/") + "/ready") or (0, {}))[0] != 200]
+        if urls and not waiting and (info.url or len(urls) >= info.replicas):
+            return info
+        if time.monotonic() >= deadline:
+            if info.publish_mode == "ingress" and info.running >= info.replicas > 0:
+                raise EnvironmentProblem(
+                    f"service {name}: {info.running} replicas run but nothing answers on the mesh port "
+                    f"{info.port}; this engine's routing mesh does not work (no IPVS in its kernel?): "
+                    f"`twi-asr docker stop {name}`, then scale with --publish-mode host"
+                )
+            raise ContainerFailed(
+                f"service {name}: not ready after {timeout_s:g} s "
+                f"({len(urls) - len(waiting)}/{info.replicas} replicas answer /ready)",
                 info.errors,
                 title="latest task errors",
             )

@@ -264,7 +264,9 @@ def test_scale_without_swarm_says_init_swarm(fake: FakeClient, capsys: pytest.Ca
     assert fake.swarm.init_calls == []
 
 
-def test_scale_init_then_update(fake: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
+def test_scale_init_then_update(
+    fake: FakeClient, http: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["docker", "scale", "3", "--init-swarm", "--json"]) == 0
     body = json.loads(capsys.readouterr().out)
     assert body["replicas"] == 3 and body["running"] == 3 and body["url"] == "http://127.0.0.1:8001"
@@ -275,7 +277,9 @@ def test_scale_init_then_update(fake: FakeClient, capsys: pytest.CaptureFixture[
     assert capsys.readouterr().out.strip() == "http://127.0.0.1:8001"
 
 
-def test_scale_timeout_shows_task_errors(fake: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
+def test_scale_timeout_shows_task_errors(
+    fake: FakeClient, http: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     fake.swarm_state = {"LocalNodeState": "active", "ControlAvailable": True}
     assert main(["docker", "scale", "2", "--no-wait"]) == 0
     service = fake.services.items["twi-asr"]
@@ -285,6 +289,20 @@ def test_scale_timeout_shows_task_errors(fake: FakeClient, capsys: pytest.Captur
     err = capsys.readouterr().err
     assert "task: non-zero exit (3)" in err
     assert "0/2 replicas running" in _one_error_line(err)
+
+
+def test_scale_host_mode_prints_every_replica_url(
+    fake: FakeClient, http: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["docker", "scale", "2", "--init-swarm", "--publish-mode", "host"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.split() == ["http://127.0.0.1:30000", "http://127.0.0.1:30001"]
+    assert "host mode" in captured.err
+    assert main(["docker", "status"]) == 0
+    out = capsys.readouterr().out
+    assert "http://127.0.0.1:30001" in out and "host" in out
+    assert main(["docker", "scale", "2", "--publish-mode", "mesh"]) == 2
+    assert "publish mode 'mesh'" in _one_error_line(capsys.readouterr().err)
 
 
 # ------------------------------------------------------------------ batch

@@ -149,7 +149,15 @@ class FakeContainers:
 
 
 class FakeService:
-    def __init__(self, name: str, image: str, replicas: int, port: int, labels: dict[str, str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        image: str,
+        replicas: int,
+        port: int | None,
+        labels: dict[str, str],
+        endpoint_spec: dict[str, Any] | None = None,
+    ) -> None:
         self.name = name
         self.id = f"svc-{name}-0123456789"
         self.attrs: dict[str, Any] = {
@@ -158,8 +166,9 @@ class FakeService:
                 "Labels": dict(labels),
                 "Mode": {"Replicated": {"Replicas": replicas}},
                 "TaskTemplate": {"ContainerSpec": {"Image": f"{image}@sha256:abc"}},
+                "EndpointSpec": dict(endpoint_spec or {}),
             },
-            "Endpoint": {"Ports": [{"TargetPort": 8001, "PublishedPort": port}]},
+            "Endpoint": {"Ports": [{"TargetPort": 8001, "PublishedPort": port}] if port else []},
         }
         self.running: int | None = None  # None: every wanted replica runs
         self.updates: list[dict[str, Any]] = []
@@ -172,10 +181,16 @@ class FakeService:
     def tasks(self, filters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         wanted = self.attrs["Spec"]["Mode"]["Replicated"]["Replicas"]
         running = wanted if self.running is None else self.running
-        tasks = [
-            {"DesiredState": "running", "Status": {"State": "running" if i < running else "starting"}}
-            for i in range(wanted)
-        ]
+        ports = self.attrs["Spec"]["EndpointSpec"].get("Ports", [])
+        host = any(p.get("PublishMode") == "host" for p in ports)
+        tasks: list[dict[str, Any]] = []
+        for i in range(wanted):
+            status: dict[str, Any] = {"State": "running" if i < running else "starting"}
+            if host and i < running:  # the engine picks a host port per task
+                status["PortStatus"] = {
+                    "Ports": [{"TargetPort": 8001, "PublishedPort": 30000 + i, "PublishMode": "host"}]
+                }
+            tasks.append({"DesiredState": "running", "Status": status})
         if self.failed_task:
             tasks.append({"DesiredState": "shutdown", "Status": {"State": "failed", "Err": self.failed_task}})
         return tasks
@@ -186,6 +201,11 @@ class FakeService:
             self.attrs["Spec"]["Mode"] = {"Replicated": {"Replicas": kwargs["mode"].replicas}}
         if "image" in kwargs:
             self.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] = kwargs["image"]
+        if "endpoint_spec" in kwargs:
+            self.attrs["Spec"]["EndpointSpec"] = dict(kwargs["endpoint_spec"])
+            published = kwargs["endpoint_spec"]["Ports"][0].get("PublishedPort")
+            ports = [{"TargetPort": 8001, "PublishedPort": published}] if published else []
+            self.attrs["Endpoint"]["Ports"] = ports
 
     def remove(self) -> None:
         self.removed = True
@@ -202,8 +222,9 @@ class FakeServices:
     def create(self, image: str, **kwargs: Any) -> FakeService:
         self.created.append((image, kwargs))
         replicas = kwargs["mode"].replicas  # docker-py's ServiceMode; the engine answers "Replicated"
-        port = kwargs["endpoint_spec"]["Ports"][0]["PublishedPort"]
-        s = FakeService(kwargs["name"], image, replicas, port, kwargs.get("labels") or {})
+        spec = kwargs["endpoint_spec"]
+        port = spec["Ports"][0].get("PublishedPort")
+        s = FakeService(kwargs["name"], image, replicas, port, kwargs.get("labels") or {}, spec)
         self.items[s.name] = s
         return s
 
@@ -272,6 +293,7 @@ def install_fake(monkeypatch: pytest.MonkeyPatch) -> FakeClient:
     client = FakeClient()
     monkeypatch.setattr(containers, "client", lambda **_: client)
     monkeypatch.setattr(containers.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(containers, "_ipvs_present", lambda: True)  # a kernel with a working mesh
     return client
 
 
@@ -739,6 +761,59 @@ def test_scale_an_existing_service_and_roll_it_to_a_new_image(fake: FakeClient) 
     assert update["update_config"]["Parallelism"] == 1
     assert info.image == "twi-asr:v2"
     assert len(fake.services.created) == 1
+
+
+def test_scale_auto_uses_host_ports_where_the_kernel_has_no_ipvs(
+    fake: FakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(containers, "_ipvs_present", lambda: False)
+    info = containers.scale(2, init_swarm=True)
+    _, kwargs = fake.services.created[0]
+    spec = kwargs["endpoint_spec"]
+    assert spec["Mode"] == "dnsrr"  # a VIP needs IPVS too
+    assert spec["Ports"] == [{"Protocol": "tcp", "TargetPort": 8001, "PublishMode": "host"}]  # engine picks
+    assert info.publish_mode == "host" and info.url is None and info.port is None
+    assert info.replica_urls == ("http://127.0.0.1:30000", "http://127.0.0.1:30001")
+    assert info.urls == info.replica_urls
+    assert info.to_dict()["urls"] == ["http://127.0.0.1:30000", "http://127.0.0.1:30001"]
+    with pytest.raises(UsageError, match="--port needs the routing mesh"):
+        containers.scale(2, port=8100)
+    # A remote engine (not this kernel) is assumed to have the mesh.
+    monkeypatch.setenv("DOCKER_HOST", "tcp://10.0.0.5:2376")
+    assert containers.routing_mesh_available()
+    monkeypatch.setenv("DOCKER_HOST", "unix:///var/run/docker.sock")
+    assert not containers.routing_mesh_available()
+
+
+def test_scale_switches_an_existing_service_between_publish_modes(fake: FakeClient) -> None:
+    containers.scale(2, init_swarm=True, publish_mode="ingress")
+    service = fake.services.items["twi-asr"]
+    assert containers.scale(2, publish_mode="ingress").url == "http://127.0.0.1:8001"
+    assert service.updates == []
+    info = containers.scale(2, publish_mode="host")
+    assert service.updates[-1]["endpoint_spec"]["Mode"] == "dnsrr"
+    assert info.publish_mode == "host" and len(info.replica_urls) == 2
+    with pytest.raises(UsageError, match="publish mode 'mesh'"):
+        containers.scale(2, publish_mode="mesh")
+
+
+def test_wait_service_ready_probes_every_replica_and_blames_a_dead_mesh(
+    fake: FakeClient, http: dict[str, Any]
+) -> None:
+    containers.scale(2, init_swarm=True, publish_mode="host")
+    info = containers.wait_service_ready("twi-asr", timeout_s=0)
+    assert [u for u in http["seen"] if u.endswith("/ready")] == [
+        "http://127.0.0.1:30000/ready",
+        "http://127.0.0.1:30001/ready",
+    ]
+    assert info.replicas == 2
+    report = containers.health("twi-asr")
+    assert report["ready"] and report["replicas_ready"] == 2 and report["url"] is None
+    containers.stop("twi-asr")
+    containers.scale(2, publish_mode="ingress")
+    http["/ready"] = None  # the mesh port never answers (no IPVS)
+    with pytest.raises(EnvironmentProblem, match="--publish-mode host"):
+        containers.wait_service_ready("twi-asr", timeout_s=0)
 
 
 def test_scale_refuses_a_missing_image_and_a_foreign_service(fake: FakeClient) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -229,13 +230,14 @@ def status(as_json: JsonOpt = False) -> None:
         console.stdout.print(table)
     if services:
         table = Table(title="twi-asr swarm services")
-        for col in ("name", "replicas (running/wanted)", "url", "image", "update", "errors"):
-            table.add_column(col, overflow="fold")
+        for col in ("name", "replicas (running/wanted)", "publish", "url", "image", "update", "errors"):
+            table.add_column(col, overflow="fold", no_wrap=col in ("name", "url"))
         for s in services:
             table.add_row(
                 s.name,
                 f"{s.running}/{s.replicas}",
-                s.url or "-",
+                s.publish_mode,
+                "\n".join(s.urls) or "-",
                 s.image,
                 s.update_state or "-",
                 "; ".join(s.errors) or "-",
@@ -306,8 +308,17 @@ def scale(
     replicas: Annotated[int, typer.Argument(min=0, help="How many server replicas.")],
     image: Annotated[str, typer.Option("--image", "-i", help="Image for a new service.")] = _CPU_IMAGE,
     port: Annotated[
-        int, typer.Option("--port", "-p", min=1, max=65535, help="Published port (mesh).")
-    ] = _PORT,
+        int | None,
+        typer.Option("--port", "-p", min=1, max=65535, help="Published port on the mesh [default: 8001]."),
+    ] = None,
+    publish_mode: Annotated[
+        str,
+        typer.Option(
+            "--publish-mode",
+            help="ingress: one port for all replicas (the routing mesh, needs IPVS); host: a port per "
+            "replica; auto: ingress where this kernel has IPVS, else host.",
+        ),
+    ] = "auto",
     init_swarm: Annotated[
         bool, typer.Option("--init-swarm", help="Make this engine a one-node swarm when it is in none.")
     ] = False,
@@ -325,13 +336,17 @@ def scale(
     ] = 300.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run N replicas as a Docker Swarm service behind one port; scale or roll it to a new image."""
+    """Run N replicas as a Docker Swarm service behind one port; scale or roll it to a new image.
+
+    Prints the service's URL (one per replica in host mode) once every replica answers /ready.
+    """
     from .. import containers
 
     info = containers.scale(
         replicas,
         image=image,
         port=port,
+        publish_mode=publish_mode,
         init_swarm=init_swarm,
         name=name,
         update_image=update_image,
@@ -344,11 +359,16 @@ def scale(
             f"service {name}: waiting for {replicas} replicas ...", spinner="dots"
         ) as s:
             try:
+                started = time.monotonic()
                 info = containers.wait_replicas(
                     name,
                     timeout,
                     on_wait=lambda i: s.update(f"service {name}: {i.running}/{i.replicas} replicas running"),
                 )
+                if replicas > 0:
+                    s.update(f"service {name}: waiting for /ready ...")
+                    left = max(timeout - (time.monotonic() - started), 10.0)
+                    info = containers.wait_service_ready(name, left)
             except containers.ContainerFailed as exc:
                 s.stop()
                 if exc.log_tail:
@@ -358,8 +378,10 @@ def scale(
     if as_json:
         console.stdout.out(json.dumps(info.to_dict(), indent=2))
         return
-    console.info(f"service {info.name}: {info.running}/{info.replicas} replicas of {info.image}")
-    console.stdout.out(info.url or "")
+    where = "behind the routing mesh" if info.publish_mode == "ingress" else "each on a port (host mode)"
+    console.info(f"service {info.name}: {info.running}/{info.replicas} replicas of {info.image}, {where}")
+    for url in info.urls:
+        console.stdout.out(url)
 
 
 # ------------------------------------------------------------------ batch
