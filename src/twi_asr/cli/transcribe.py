@@ -1,4 +1,8 @@
-"""``twi-asr transcribe``: files, folders, globs and s3:// prefixes -> text and subtitle files."""
+"""``twi-asr transcribe``: files, folders, globs and s3:// prefixes -> text and subtitle files.
+
+Outputs go to stdout, a local folder or an ``s3://bucket/prefix`` through
+:mod:`twi_asr.sinks`; either way names mirror the inputs and cannot leave OUT.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import typer
 from ..config import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
 from ..errors import EnvironmentProblem, InputError, UsageError
 from ..types import TranscribeOptions
-from ..writers import output_path, render, write_transcript
+from ..writers import render
 from . import console
 from .options import BatchSizeOpt, ComputeTypeOpt, DeviceOpt, EngineOpt, LanguageOpt, ModelOpt
 from .progress import Reporter, Summary
@@ -20,6 +24,17 @@ from .progress import Reporter, Summary
 if TYPE_CHECKING:
     from ..engines.base import Transcriber
     from ..pipeline import ItemResult
+    from ..sinks import OutputSink
+
+S3EndpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--s3-endpoint-url",
+        envvar="TWI_ASR_S3_ENDPOINT_URL",
+        help="S3-compatible endpoint (MinIO, moto...) for s3:// inputs, outputs and models; "
+        "AWS_ENDPOINT_URL also works.",
+    ),
+]
 
 
 def transcribe(
@@ -27,9 +42,11 @@ def transcribe(
         list[str], typer.Argument(help="Audio/video files, folders (recursive), globs or s3:// prefixes.")
     ],
     output_dir: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            "--output-dir", "-o", help="Write one file per input and format here (mirrors folders)."
+            "--output-dir",
+            "-o",
+            help="Folder or s3://bucket/prefix: one file per input and format (mirrors folders).",
         ),
     ] = None,
     formats: Annotated[
@@ -63,13 +80,16 @@ def transcribe(
     api_key: Annotated[
         str | None, typer.Option("--api-key", envvar="TWI_ASR_API_KEY", help="API key for --server.")
     ] = None,
+    s3_endpoint_url: S3EndpointOpt = None,
 ) -> None:
     """Transcribe audio locally. Without -o, text goes to stdout."""
     from ..writers import parse_formats
 
     fmts = parse_formats(formats)
-    if output_dir is not None and str(output_dir).startswith("s3:"):
-        raise UsageError("--output-dir takes a local folder here; write locally, then copy to S3")
+    if s3_endpoint_url:
+        from ..storage import set_endpoint_url
+
+        set_endpoint_url(s3_endpoint_url)
     if output_dir is None and len(fmts) > 1:
         raise UsageError("several formats need --output-dir/-o (stdout takes one format)")
     try:
@@ -106,7 +126,7 @@ def transcribe(
 def run_transcribe(
     inputs: list[str],
     *,
-    output_dir: Path | None,
+    output_dir: str | Path | None,
     formats: tuple[str, ...],
     options: TranscribeOptions,
     model: str,
@@ -118,21 +138,26 @@ def run_transcribe(
     server: str | None = None,
     api_key: str | None = None,
 ) -> None:
-    """Discover, load the engine (or connect to a server), run the pipeline, write, summarise."""
+    """Open the output, discover, load the engine (or connect to a server), run, write, summarise.
+
+    ``output_dir`` is a folder or ``s3://bucket/prefix`` (None: stdout). It is
+    opened first, so a missing bucket or an unwritable folder fails before
+    any model is loaded.
+    """
     from ..engines import load_transcriber
     from ..pipeline import run_pipeline
+    from ..sinks import open_sink, output_name
     from ..storage import discover
 
     started = time.perf_counter()
+    sink = open_sink(output_dir) if output_dir is not None else None
     found = discover(inputs)
     summary = Summary(skipped=len(found.skipped))
     for spec in found.missing:
         summary.record_failure(spec, InputError(f"{spec}: no such file, folder or matching glob"))
     items = found.items
-    if output_dir is not None and not overwrite:
-        items = [
-            i for i in items if not all(output_path(output_dir, i.relative, f).exists() for f in formats)
-        ]
+    if sink is not None and not overwrite:
+        items = [i for i in items if not all(sink.exists(output_name(i.relative, f)) for f in formats)]
         summary.already_done = len(found.items) - len(items)
     if not found.items and not found.missing:
         raise InputError(f"no audio or video files found in {', '.join(inputs)}")
@@ -152,7 +177,7 @@ def run_transcribe(
                 batch_size=batch_size or getattr(transcriber, "batch_size", 1),
                 on_start=reporter.started,
             ):
-                _emit(result, output_dir, formats, many=len(found.items) > 1)
+                _emit(result, sink, formats, many=len(found.items) > 1)
                 reporter.finished(result)
     summary.wall_seconds = time.perf_counter() - started
     summary.print()
@@ -170,15 +195,19 @@ def _connect(server: str, api_key: str | None, batch_size: int) -> Transcriber:
     return RemoteTranscriber(client, batch_size=batch_size or 8)
 
 
-def _emit(result: ItemResult, output_dir: Path | None, formats: tuple[str, ...], *, many: bool) -> None:
-    """Write one finished result now, so nothing done is lost if a later input fails."""
+def _emit(result: ItemResult, sink: OutputSink | None, formats: tuple[str, ...], *, many: bool) -> None:
+    """Write one finished result now, so nothing done is lost if a later input fails.
+
+    A sink that cannot take it (disk full, read-only folder, S3 access
+    denied) raises an :class:`EnvironmentProblem` that stops the run; what
+    is written stays.
+    """
     if result.transcript is None:
         return
-    if output_dir is not None:
-        try:
-            write_transcript(result.transcript, output_dir, result.item.relative, formats)
-        except OSError as exc:  # disk full, read-only folder...: stop, keep what is written
-            raise EnvironmentProblem(f"cannot write to {output_dir}: {exc.strerror or exc}") from exc
+    if sink is not None:
+        from ..sinks import write_outputs
+
+        write_outputs(sink, result.transcript, result.item.relative, formats)
         return
     fmt = formats[0]
     if fmt == "json":  # one JSON document per line (JSON Lines) on stdout
