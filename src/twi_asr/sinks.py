@@ -10,8 +10,11 @@
 - a reader never sees half a file: locally a temp file is renamed over the
   target (see :func:`twi_asr.writers._atomic_write`), on S3 each object is
   one PUT, which S3 applies atomically;
-- problems surface early: a missing bucket, denied access or missing
-  credentials fail when the sink is opened, before any audio is decoded.
+- problems surface early: a missing bucket, missing or rejected
+  credentials and an unreachable endpoint fail when the sink is opened,
+  before any audio is decoded. (A write-only role may not list the bucket,
+  so a denied listing is let through; a denied write then fails with an
+  "access denied" :class:`EnvironmentProblem`.)
 
 boto3 is imported only when an S3 sink is opened.
 """
@@ -163,14 +166,14 @@ class S3Sink:
     """Outputs under an ``s3://bucket/prefix``: one object per output, one PUT each."""
 
     def __init__(self, uri: str, *, endpoint_url: str | None = None, client: Any = None) -> None:
-        """Check the bucket now (exists, reachable, credentials work), before any work is done."""
+        """Check the bucket now (exists, endpoint reachable, credentials valid), before any work."""
         from . import storage
 
         self.bucket, prefix = storage.split_s3(uri)
         self.prefix = prefix.strip("/")
         self.location = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
         self.client = client or storage.s3_client(endpoint_url)
-        storage.check_bucket(self.bucket, client=self.client, uri=self.location)
+        storage.check_bucket(self.bucket, prefix=self.prefix, client=self.client, uri=self.location)
 
     def key(self, relative: str) -> str:
         """The object key of ``relative``; :class:`UsageError` when the name would leave the prefix."""
@@ -221,8 +224,8 @@ def open_sink(out: str | os.PathLike[str], *, endpoint_url: str | None = None) -
     ``endpoint_url`` overrides the S3 endpoint (otherwise ``--s3-endpoint-url``
     via :func:`twi_asr.storage.set_endpoint_url`, ``TWI_ASR_S3_ENDPOINT_URL``
     or boto3's own ``AWS_ENDPOINT_URL``). Fails early, with exit code 3, when
-    the folder cannot be created or the bucket is missing, denied or
-    unreachable.
+    the folder cannot be created, the bucket is missing, the credentials are
+    missing or rejected, or the endpoint is unreachable.
     """
     text = os.fspath(out)
     if text.startswith("s3://"):

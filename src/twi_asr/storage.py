@@ -289,23 +289,28 @@ def s3_error(exc: BaseException, uri: str) -> Exception:
 _s3_error = s3_error  # the old private name
 
 
-def check_bucket(bucket: str, *, client: Any = None, uri: str | None = None) -> None:
-    """HEAD the bucket: exit early, with a clear message, if it is missing, denied or unreachable.
+def check_bucket(bucket: str, *, prefix: str = "", client: Any = None, uri: str | None = None) -> None:
+    """Probe the bucket with a one-key listing; fail early if it is missing, unreachable or the keys are bad.
 
     Used before writing outputs, so a typo in ``-o s3://...`` fails before
     any audio is decoded. A missing bucket is an :class:`EnvironmentProblem`
-    here (the destination is missing, not an input).
+    here (the destination is missing, not an input). A plain AccessDenied on
+    the listing is let through: write-only roles (``s3:PutObject`` without
+    ``s3:ListBucket``) are a normal way to publish results, and a write that
+    is really denied fails on its own with a clear message.
     """
     from botocore.exceptions import ClientError
 
     uri = uri or f"s3://{bucket}"
     client = client or s3_client()
     try:
-        client.head_bucket(Bucket=bucket)
+        client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in ("404", "NoSuchBucket", "NotFound"):
+        if code in ("NoSuchBucket", "404", "NotFound"):
             raise EnvironmentProblem(f"{uri}: the bucket does not exist (create it first)") from exc
+        if code in ("AccessDenied", "403"):
+            return
         raise s3_error(exc, uri) from exc
     except Exception as exc:
         raise s3_error(exc, uri) from exc
