@@ -334,18 +334,29 @@ def s3_exists(uri: str, *, client: Any = None) -> bool:
 
 
 def list_s3(uri: str, client: Any = None) -> Iterator[tuple[str, str]]:
-    """Every object under a prefix as ``(s3 uri, key relative to the prefix)``, paginated."""
+    """Every object under a prefix as ``(s3 uri, key relative to the prefix)``, paginated (1,000 a page).
+
+    ``s3://b/in`` and ``s3://b/in/`` both mean the folder ``in/`` (as
+    ``aws s3 cp --recursive`` reads them), so ``inside/x.wav`` is not
+    included; an exact key is that one object, named by its file name.
+    Folder markers (keys ending in ``/``) are skipped.
+    """
     bucket, prefix = split_s3(uri)
     client = client or s3_client()
     try:
+        if prefix and not prefix.endswith("/"):
+            # the exact key, if there is one, is the first key listed under its own name
+            first = client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("Contents", [])
+            if first and first[0]["Key"] == prefix:
+                yield f"s3://{bucket}/{prefix}", PurePosixPath(prefix).name
+            prefix += "/"
         paginator = client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 key = obj["Key"]
                 if key.endswith("/"):
                     continue
-                rel = key[len(prefix) :].lstrip("/") if key != prefix else PurePosixPath(key).name
-                yield f"s3://{bucket}/{key}", rel
+                yield f"s3://{bucket}/{key}", key[len(prefix) :]
     except Exception as exc:
         raise s3_error(exc, uri) from exc
 
