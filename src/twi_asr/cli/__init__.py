@@ -16,7 +16,9 @@ import typer
 from .. import __version__
 from ..errors import TwiAsrError
 from . import console
+from .batch import batch
 from .docker import app as docker_app
+from .eval import evaluate
 from .models import app as models_app
 from .serve import serve
 from .transcribe import transcribe
@@ -31,6 +33,8 @@ app = typer.Typer(
 )
 app.command(no_args_is_help=True)(transcribe)
 app.command()(serve)
+app.command(no_args_is_help=True)(batch)
+app.command("eval", no_args_is_help=True)(evaluate)
 app.add_typer(models_app, name="models")
 app.add_typer(docker_app, name="docker")
 
