@@ -576,7 +576,7 @@ def wait_ready(
     url: str | None = None,
     timeout_s: float = 120.0,
     *,
-    interval_s: float = 1.0,
+    interval_s: float = 0.25,
     on_wait: Callable[[str], None] | None = None,
 ) -> str:
     """Poll ``url``/ready (and the container's state) until the server is ready; return the URL.
