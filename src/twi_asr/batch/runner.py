@@ -159,7 +159,7 @@ def _local_outcomes(
 def _remote_outcomes(items: Sequence[InputItem], config: BatchConfig, pool: ServerPool) -> Iterator[Outcome]:
     from ..storage import read_bytes
 
-    yield from pool.run(items, config.options, read_bytes)
+    yield from pool.run(items, config.options, lambda item: read_bytes(item.source))
 
 
 def _record(outcome: Outcome, cid: str, fingerprint: str, run_id: str) -> FileRecord:
