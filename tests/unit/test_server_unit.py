@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import re
 import threading
 import time
@@ -559,6 +560,20 @@ def test_engine_failure_does_not_take_the_server_down() -> None:
 def test_request_timeout_is_504() -> None:
     with serve(FakeTranscriber(delay=0.5), request_timeout_s=0.1) as c:
         assert_error(post(c, wav_bytes(N)), 504, "timeout")
+
+
+def test_probes_log_at_debug_and_requests_at_info(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A HEALTHCHECK every 10 s must not drown the request log; a failing probe still shows."""
+    with caplog.at_level(logging.DEBUG, logger="twi_asr.server"):
+        client.get("/health")
+        client.get("/ready")
+        client.get("/metrics")
+        post(client, wav_bytes(N))
+    levels = {r.getMessage().split()[1]: r.levelno for r in caplog.records if r.name == "twi_asr.server"}
+    assert levels["/health"] == levels["/ready"] == levels["/metrics"] == logging.DEBUG
+    assert levels["/v1/audio/transcriptions"] == logging.INFO
 
 
 def test_request_id_on_every_response(client: TestClient) -> None:

@@ -45,6 +45,8 @@ from .schemas import (
 from .settings import ServerSettings
 
 log = logging.getLogger("twi_asr.server")
+_PROBE_ROUTES = frozenset({"/health", "/ready", "/metrics"})
+"""Routes whose successful answers are logged at DEBUG, not INFO."""
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
@@ -234,7 +236,10 @@ def create_app(
         metrics.requests.labels(route=path, status=str(response.status_code)).inc()
         metrics.latency.labels(route=path).observe(elapsed)
         response.headers["X-Request-ID"] = rid[:128]
-        log.info(
+        # Probes (a container HEALTHCHECK every 10 s, Kubernetes, Prometheus) would drown the log.
+        quiet = path in _PROBE_ROUTES and response.status_code < 400
+        log.log(
+            logging.DEBUG if quiet else logging.INFO,
             "%s %s %d %.3fs",
             request.method,
             request.url.path,
