@@ -260,3 +260,50 @@ def test_bad_files_are_reported_and_the_rest_written(corpus: tuple[Path, list[Cl
     cases = {c.get("name"): c for c in ET.parse(junit).getroot().iter("testcase")}
     assert all(cases[name].find("failure") is not None for name in failed)
     assert sum(1 for c in cases.values() if c.find("failure") is None) == len(chosen)
+
+
+# =========================================================================== S3 in, S3 out
+def test_s3_in_s3_out_resumes_from_the_ledger_object(corpus: tuple[Path, list[Clip]], tmp_path: Path) -> None:
+    import boto3
+
+    from .test_s3_real import CREDS, _start_moto
+
+    root, clips = corpus
+    chosen = clips[7:10]
+    proc, url = _start_moto(tmp_path / "moto.log")
+    try:
+        s3 = boto3.client("s3", endpoint_url=url, **{k.lower(): v for k, v in CREDS.items() if "KEY" in k},
+                          region_name="us-east-1")  # fmt: skip
+        s3.create_bucket(Bucket="audio")
+        for c in chosen:
+            s3.put_object(Bucket="audio", Key=f"in/calls/{c.path.name}", Body=c.path.read_bytes())
+        s3.put_object(Bucket="audio", Key="in/calls/readme.md", Body=b"not audio")
+        s3_env = {**env(), **CREDS}
+        cmd = batch_cmd("s3://audio/in/", "-o", "s3://audio/out/", "-f", "txt,json", "--model", "tiny.en",
+                        "--s3-endpoint-url", url, "--report", tmp_path / "report.json")  # fmt: skip
+        first = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=s3_env)
+        assert first.returncode == 0, first.stderr
+        for c in chosen:
+            body = s3.get_object(Bucket="audio", Key=f"out/calls/{Path(c.path.name).stem}.txt")["Body"].read()
+            assert wer(c.text, body.decode("utf-8")) < MAX_WER
+        ledger = s3.get_object(Bucket="audio", Key="out/.twi-asr/ledger.jsonl")["Body"].read().decode()
+        assert len(ledger.splitlines()) == len(chosen)
+        assert all(json.loads(line)["content"].startswith("etag:") for line in ledger.splitlines())
+        rep = json.loads((tmp_path / "report.json").read_text())
+        assert rep["summary"]["skipped_non_media"] == 1
+        stem = "calls/" + Path(chosen[0].path.name).stem
+        assert rep["files"][0]["outputs"] == [stem + ".txt", stem + ".json"]
+
+        s3.put_object(Bucket="audio", Key=f"in/calls/{chosen[0].path.name}", Body=chosen[1].path.read_bytes())
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=s3_env)
+        assert second.returncode == 0, second.stderr
+        assert (
+            f"resuming: {len(chosen) - 1} of {len(chosen)}" in second.stderr
+        )  # the changed object is redone
+        body = s3.get_object(Bucket="audio", Key=f"out/calls/{Path(chosen[0].path.name).stem}.txt")[
+            "Body"
+        ].read()
+        assert wer(chosen[1].text, body.decode("utf-8")) < MAX_WER
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

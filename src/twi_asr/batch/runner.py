@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import shlex
 import sys
 import time
@@ -216,7 +217,7 @@ def run_batch(
 
     t_start = time.perf_counter()
     started = _utc()
-    run_id = f"{started}-{id(config) & 0xFFFF:04x}"
+    run_id = f"{started}-{secrets.token_hex(3)}"
     if config.s3_endpoint_url:
         storage.set_endpoint_url(config.s3_endpoint_url)
     if config.servers and config.docker:
