@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 from .config import DEFAULT_MODEL, default_cache_dir
-from .errors import DependencyMissingError, ModelNotFoundError, UsageError
+from .errors import DependencyMissingError, InputNotFoundError, ModelNotFoundError, UsageError
 
 ModelFormat = Literal["transformers", "ctranslate2"]
 
@@ -177,7 +177,10 @@ def _s3(uri: str, cache_dir: Path) -> ResolvedModel:
     from . import storage
 
     dest = cache_dir / "s3" / hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]
-    storage.sync_prefix_to_folder(uri, dest)
+    try:
+        storage.sync_prefix_to_folder(uri, dest)
+    except InputNotFoundError as exc:  # a missing bucket or an empty prefix: the *model* is missing
+        raise ModelNotFoundError(f"model {uri}: {exc}") from exc
     return _local(uri, dest, uri)
 
 

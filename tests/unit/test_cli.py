@@ -511,9 +511,22 @@ def test_bad_batch_size_env_is_a_clean_usage_error() -> None:
 
 
 # ------------------------------------------------------------------- output
-def test_s3_output_dir_is_a_usage_error(folder: Path, install: Callable[..., Loader]) -> None:
-    install()
-    assert main(["transcribe", str(folder / "a.wav"), "-o", "s3://bucket/out"]) == 2
+def test_s3_output_without_credentials_fails_before_any_work(
+    folder: Path,
+    install: Callable[..., Loader],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    loader = install()
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    assert main(["transcribe", str(folder / "a.wav"), "-o", "s3://bucket/out"]) == 3
+    err = capsys.readouterr().err
+    assert "no AWS credentials" in err and "Traceback" not in err
+    assert loader.calls == []  # the sink is opened before the model loads
 
 
 def test_unwritable_output_dir_is_an_environment_problem(
