@@ -234,6 +234,8 @@ def run_batch(
         raise UsageError(
             f"--max-wer/--max-cer need references ({where}): --references FILE or a manifest text column"
         )
+    if references and len(references) < len(src.items):
+        _say(f"note: {len(src.items) - len(references)} input(s) have no reference and are not scored")
     if matched.unmatched:
         shown = ", ".join(matched.unmatched[:5])
         _say(f"warning: {len(matched.unmatched)} reference(s) match no input: {shown}")
