@@ -23,7 +23,7 @@ from .errors import AudioError, EnvironmentProblem, InputError, TwiAsrError, Usa
 from .languages import language_code
 from .types import Segment, TranscribeOptions, Transcript, Word
 
-__all__ = ["RemoteTranscriber", "ServerError", "TwiAsrClient"]
+__all__ = ["RemoteTranscriber", "ServerError", "ServerUnavailable", "TwiAsrClient"]
 
 
 class ServerError(TwiAsrError):
@@ -33,6 +33,16 @@ class ServerError(TwiAsrError):
         super().__init__(f"server error {status} ({code}): {message}")
         self.status = status
         self.code = code
+
+
+class ServerUnavailable(EnvironmentProblem):
+    """The server could not be reached, dropped the connection, or kept answering 5xx after retries.
+
+    Distinct from an answer about the request (bad audio, bad option), so a
+    caller with several servers knows to try another one with the same file.
+    """
+
+    code = "server_unavailable"
 
 
 class TwiAsrClient:
@@ -102,7 +112,11 @@ class TwiAsrClient:
         if isinstance(audio, (str, Path)):
             filename = filename or Path(audio).name
             audio = Path(audio).read_bytes()
-        data: dict[str, Any] = {"model": "whisper-1", "response_format": "verbose_json"}
+        data: dict[str, Any] = {
+            "model": "whisper-1",
+            "response_format": "verbose_json",
+            "beam_size": str(options.beam_size),
+        }
         temps = options.temperatures
         data["temperature"] = "0" if (len(temps) > 1 and temps[0] == 0.0) else str(temps[0])
         if options.language and options.task == "transcribe":
@@ -123,20 +137,21 @@ class TwiAsrClient:
         for attempt in range(self.retries + 1):
             try:
                 response = self._http.request(method, url, **kwargs)
-            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            except httpx.TimeoutException as exc:
+                raise EnvironmentProblem(f"{self.base_url}{url}: no answer in time ({exc})") from exc
+            except httpx.TransportError as exc:  # refused, reset, or the server died mid-upload
                 last = exc
                 if attempt < self.retries:
                     self._sleep(attempt, None)
                 continue
-            except httpx.TimeoutException as exc:
-                raise EnvironmentProblem(f"{self.base_url}{url}: no answer in time ({exc})") from exc
             if response.status_code == 503 and attempt < self.retries:
                 self._sleep(attempt, response.headers.get("retry-after"))
                 continue
             if response.status_code >= 400:
                 raise _error_from(response)
             return response
-        raise EnvironmentProblem(f"cannot reach the twi-asr server at {self.base_url}: {last}")
+        why = f"{type(last).__name__}: {last}" if last is not None else "busy (503) after every retry"
+        raise ServerUnavailable(f"cannot reach the twi-asr server at {self.base_url} ({why})")
 
     def _sleep(self, attempt: int, retry_after: str | None) -> None:
         if retry_after and retry_after.isdigit():
@@ -162,7 +177,7 @@ def _error_from(response: Any) -> TwiAsrError:
     if status == 400:
         return UsageError(message)
     if status >= 500:
-        return EnvironmentProblem(f"server error {status} ({code}): {message}")
+        return ServerUnavailable(f"server error {status} ({code}): {message}")
     return ServerError(status, code, message)
 
 

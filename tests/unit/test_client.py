@@ -236,6 +236,23 @@ def test_request_shape_for_transcribe(client_for: Any) -> None:
     assert fields["temperature"] == ["0"]  # the default ladder starts at 0
     assert fields["language"] == ["en"] and fields["prompt"] == ["Kwame"]
     assert fields["timestamp_granularities[]"] == ["word", "segment"]
+    assert fields["beam_size"] == ["2"]  # the caller's decoding choice reaches the server
+
+
+def test_server_dying_mid_upload_is_retried_then_server_unavailable(
+    client_for: Any, sleeps: list[float]
+) -> None:
+    from twi_asr.client import ServerUnavailable
+
+    rec = Recorder(httpx.WriteError("broken pipe"), ok())
+    assert client_for(rec).transcribe(b"x").language == "en"
+    rec = Recorder(httpx.WriteError("broken pipe"))
+    with pytest.raises(ServerUnavailable, match=r"WriteError: broken pipe") as info:
+        client_for(rec, retries=1).transcribe(b"x")
+    assert info.value.exit_code == 3 and isinstance(info.value, EnvironmentProblem)
+    rec = Recorder(error(500, "internal_error", "boom"))
+    with pytest.raises(ServerUnavailable, match="internal_error"):
+        client_for(rec).transcribe(b"x")
 
 
 def test_request_shape_for_translate_and_single_temperature(client_for: Any, tmp_path: Any) -> None:

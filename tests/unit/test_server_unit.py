@@ -469,7 +469,10 @@ def test_form_fields_become_options() -> None:
         assert post(c, wav_bytes(N), temperature="0.3", language="auto").status_code == 200
         assert post(c, wav_bytes(N), route="/v1/audio/translations").status_code == 200
         assert post(c, wav_bytes(N), language="twi").status_code == 200  # the checkpoint's default
-    first, second, third, fourth = fake.options
+        assert post(c, wav_bytes(N), beam_size="1").status_code == 200  # per request (twi-asr extension)
+        assert_error(post(c, wav_bytes(N), beam_size="0"), 422, "invalid_field")
+    first, second, third, fourth, fifth = fake.options
+    assert fifth is not None and fifth.beam_size == 1
     assert first is not None and second is not None and third is not None and fourth is not None
     assert (first.language, first.initial_prompt, first.beam_size, first.task) == (
         "en",

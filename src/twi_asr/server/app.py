@@ -45,6 +45,7 @@ from .schemas import (
 from .settings import ServerSettings
 
 log = logging.getLogger("twi_asr.server")
+BEAM_DOC = "twi-asr extension: beam width for this request (default: the server's --beam-size)."
 _PROBE_ROUTES = frozenset({"/health", "/ready", "/metrics"})
 """Routes whose successful answers are logged at DEBUG, not INFO."""
 
@@ -336,6 +337,7 @@ def create_app(
         response_format: ResponseFormat,
         temperature: float,
         granularities: list[str] | None,
+        beam_size: int | None = None,
     ) -> Response:
         batcher = _require_ready(state)
         data = await file.read(int(settings.max_upload_mb * 1024 * 1024) + 1)
@@ -346,7 +348,7 @@ def create_app(
             options = TranscribeOptions(
                 language=language or None,
                 task=task,
-                beam_size=settings.beam_size,
+                beam_size=beam_size or settings.beam_size,
                 temperatures=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0) if temperature == 0 else (temperature,),
                 initial_prompt=prompt or None,
                 word_timestamps=words,
@@ -415,6 +417,7 @@ def create_app(
         timestamp_granularities: Annotated[
             list[Literal["word", "segment"]] | None, Form(alias="timestamp_granularities[]")
         ] = None,
+        beam_size: Annotated[int | None, Form(ge=1, le=20, description=BEAM_DOC)] = None,
     ) -> Response:
         """Transcribe an upload (OpenAI ``audio.transcriptions.create`` compatible)."""
         return await _transcribe(
@@ -425,6 +428,7 @@ def create_app(
             response_format,
             temperature,
             list(timestamp_granularities or []),
+            beam_size,
         )
 
     @app.post(
@@ -440,9 +444,10 @@ def create_app(
         prompt: Annotated[str | None, Form()] = None,
         response_format: Annotated[ResponseFormat, Form()] = "json",
         temperature: Annotated[float, Form(ge=0.0, le=1.0)] = 0.0,
+        beam_size: Annotated[int | None, Form(ge=1, le=20, description=BEAM_DOC)] = None,
     ) -> Response:
         """Translate speech to English text (task translate), same shape as transcriptions."""
-        return await _transcribe("translate", file, None, prompt, response_format, temperature, [])
+        return await _transcribe("translate", file, None, prompt, response_format, temperature, [], beam_size)
 
     return app
 
