@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from docker.models.containers import Container
     from docker.models.services import Service
 
-    from .types import TranscribeOptions
 
 __all__ = [
     "CONTAINER_PORT",
@@ -45,7 +44,6 @@ __all__ = [
     "ContainerInfo",
     "ImageBuildError",
     "ServiceInfo",
-    "batch_through_container",
     "build_image",
     "client",
     "container_url",
@@ -1178,48 +1176,3 @@ def serving_container(
         with contextlib.suppress(Exception):
             _stop_container(started, keep=False, timeout=10)
         say(f"stopped container {started.name}")
-
-
-def batch_through_container(
-    inputs: list[str],
-    *,
-    output_dir: Path,
-    formats: tuple[str, ...] = ("txt",),
-    options: TranscribeOptions | None = None,
-    image: str = CPU_IMAGE,
-    name: str = DEFAULT_NAME,
-    port: int | None = None,
-    model: str | None = None,
-    api_key: str | None = None,
-    gpu: bool = False,
-    timeout_s: float = 300.0,
-    batch_size: int = 0,
-    overwrite: bool = True,
-    on_status: Callable[[str], None] | None = None,
-    docker_client: DockerClient | None = None,
-) -> None:
-    """Transcribe ``inputs`` into ``output_dir`` through a server container (see :func:`serving_container`).
-
-    The work is :func:`twi_asr.cli.transcribe.run_transcribe` with ``server=`` the container's URL.
-    """
-    from .cli.transcribe import run_transcribe  # the module: `cli.transcribe` is also a function
-    from .types import TranscribeOptions
-
-    with serving_container(
-        image=image, name=name, port=port, model=model, api_key=api_key, gpu=gpu,
-        timeout_s=timeout_s, on_status=on_status, docker_client=docker_client,
-    ) as url:  # fmt: skip
-        run_transcribe(
-            inputs,
-            output_dir=output_dir,
-            formats=formats,
-            options=options or TranscribeOptions(),
-            model=model or "server",
-            engine="auto",
-            device="auto",
-            compute_type="default",
-            batch_size=batch_size,
-            overwrite=overwrite,
-            server=url,
-            api_key=api_key,
-        )

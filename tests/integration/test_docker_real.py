@@ -332,3 +332,7 @@ def test_docker_batch_starts_uses_and_stops_a_container(
         assert json.loads((out / f"{clip.path.stem}.json").read_text(encoding="utf-8"))["text"]
     assert f"stopped container {name}" in result.stderr
     assert not [c for c in engine.containers.list(all=True) if c.name == name]
+    # Resumable like `twi-asr batch`: a rerun finds everything done and starts no container at all.
+    again = _cli("docker", "batch", str(src), "-o", str(out), "--image", image, "--name", name)
+    _ok(again)
+    assert "started container" not in again.stderr

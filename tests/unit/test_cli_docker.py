@@ -6,7 +6,6 @@ stderr, never a docker-py traceback.
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -306,28 +305,57 @@ def test_scale_host_mode_prints_every_replica_url(
 
 
 # ------------------------------------------------------------------ batch
-def test_batch_stops_what_it_started_even_on_failure(
+def test_batch_runs_the_batch_runner_through_the_container_and_stops_it(
     fake: FakeClient,
     http: dict[str, Any],
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    calls: list[dict[str, Any]] = []
+    import soundfile as sf
 
-    def run_transcribe(inputs: list[str], **kwargs: Any) -> None:
-        calls.append(kwargs)
-        raise InputError("a.wav: not audio")
+    from twi_asr import client
+    from twi_asr.types import Transcript
 
-    transcribe_cli = importlib.import_module("twi_asr.cli.transcribe")
-    monkeypatch.setattr(transcribe_cli, "run_transcribe", run_transcribe)
-    args = ["docker", "batch", "a.wav", "-o", str(tmp_path), "-f", "srt,json", "--language", "tw"]
-    assert main(args) == 1
-    assert calls[0]["server"] == "http://127.0.0.1:49153" and calls[0]["formats"] == ("srt", "json")
-    assert calls[0]["options"].language == "tw"
-    assert fake.containers.items["twi-asr"].calls[-2:] == ["stop", "remove"]
+    seen: list[tuple[str, Any]] = []
+
+    class Client:
+        def __init__(self, url: str, **_: Any) -> None:
+            self.url = self.base_url = url
+
+        def transcribe(self, data: bytes, options: Any = None, *, filename: str) -> Transcript:
+            seen.append((self.url, options))
+            if filename == "bad.wav":
+                raise InputError("bad.wav: not audio")
+            return Transcript(text=f"heard {filename}", language="en", duration=1.0)
+
+        def health(self) -> bool:
+            return True
+
+        def models(self) -> list[dict[str, Any]]:
+            return []
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(client, "TwiAsrClient", Client)
+    src = tmp_path / "in"
+    src.mkdir()
+    sf.write(src / "a.wav", [0.0] * 1600, 16000)
+    sf.write(src / "bad.wav", [0.0] * 1600, 16000)
+    out = tmp_path / "out"
+    args = ["docker", "batch", str(src), "-o", str(out), "-f", "srt,txt", "--language", "tw", "--name", "b1"]
+    assert main(args) == 1  # one input failed
+    assert (out / "a.txt").read_text() == "heard a.wav\n" and (out / "a.srt").exists()
+    assert {url for url, _ in seen} == {"http://127.0.0.1:49153"}
+    assert seen[0][1].language == "tw"
+    assert fake.containers.items["b1"].calls[-2:] == ["stop", "remove"]
     err = capsys.readouterr().err
-    assert "stopped container twi-asr" in err and "a.wav: not audio" in _one_error_line(err)
+    assert "stopped container b1" in err and "bad.wav: not audio" in err
+    # A rerun resumes: only the failed input is sent again.
+    seen.clear()
+    assert main(args) == 1
+    assert len(seen) == 1
 
 
 def test_batch_bad_language_fails_before_any_container(fake: FakeClient, tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ mapping is tested on the exceptions the real SDK raises.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -842,67 +841,43 @@ def test_list_services_is_empty_without_a_swarm(fake: FakeClient) -> None:
     assert containers.list_services() == []
 
 
-# ------------------------------------------------------------------ batch
-class RecordingRun:
-    def __init__(self, raises: BaseException | None = None) -> None:
-        self.raises = raises
-        self.calls: list[tuple[list[str], dict[str, Any]]] = []
-
-    def __call__(self, inputs: list[str], **kwargs: Any) -> None:
-        self.calls.append((inputs, kwargs))
-        if self.raises is not None:
-            raise self.raises
-
-
-def test_batch_starts_transcribes_and_stops(
-    fake: FakeClient, http: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    transcribe_cli = importlib.import_module("twi_asr.cli.transcribe")  # cli.transcribe is a function too
-    run = RecordingRun()
-    monkeypatch.setattr(transcribe_cli, "run_transcribe", run)
-    containers.batch_through_container(["a.wav"], output_dir=tmp_path, formats=("srt",), model="tiny.en")
-    inputs, kwargs = run.calls[0]
-    assert inputs == ["a.wav"] and kwargs["server"] == "http://127.0.0.1:49153"
-    assert kwargs["formats"] == ("srt",) and kwargs["output_dir"] == tmp_path
+# ------------------------------------------------------------------ serving_container
+def test_serving_container_starts_yields_the_url_and_stops(fake: FakeClient, http: dict[str, Any]) -> None:
+    said: list[str] = []
+    with containers.serving_container(model="tiny.en", on_status=said.append) as url:
+        assert url == "http://127.0.0.1:49153"
+        assert "stop" not in fake.containers.items["twi-asr"].calls
     _, create = fake.containers.created[0]
-    assert create["ports"] == {"8001/tcp": ("127.0.0.1", None)}
+    assert create["ports"] == {"8001/tcp": ("127.0.0.1", None)}  # any free port
     assert create["environment"]["TWI_ASR_MODEL"] == "tiny.en"
     assert fake.containers.items["twi-asr"].calls[-2:] == ["stop", "remove"]
+    assert said[-1] == "stopped container twi-asr"
 
 
 @pytest.mark.parametrize("failure", [InputError("bad clip"), KeyboardInterrupt()])
-def test_batch_stops_the_container_it_started_even_on_failure(
-    fake: FakeClient,
-    http: dict[str, Any],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    failure: BaseException,
+def test_serving_container_stops_what_it_started_even_on_failure(
+    fake: FakeClient, http: dict[str, Any], failure: BaseException
 ) -> None:
-    transcribe_cli = importlib.import_module("twi_asr.cli.transcribe")  # cli.transcribe is a function too
-    monkeypatch.setattr(transcribe_cli, "run_transcribe", RecordingRun(raises=failure))
-    with pytest.raises(type(failure)):
-        containers.batch_through_container(["a.wav"], output_dir=tmp_path)
+    with pytest.raises(type(failure)), containers.serving_container():
+        raise failure
     assert fake.containers.items["twi-asr"].calls[-2:] == ["stop", "remove"]
 
 
-def test_batch_stops_the_container_when_it_never_gets_ready(
-    fake: FakeClient, http: dict[str, Any], tmp_path: Path
+def test_serving_container_removes_a_container_that_never_gets_ready(
+    fake: FakeClient, http: dict[str, Any]
 ) -> None:
     fake.next_statuses = ["running", "exited"]
     fake.next_logs = "CUDA error\n"
     http["/ready"] = None
-    with pytest.raises(containers.ContainerFailed, match="CUDA error"):
-        containers.batch_through_container(["a.wav"], output_dir=tmp_path)
+    with pytest.raises(containers.ContainerFailed, match="CUDA error"), containers.serving_container():
+        pytest.fail("never ready: the body must not run")
     assert fake.containers.items["twi-asr"].calls[-1] == "remove"
 
 
-def test_batch_reuses_a_running_container_and_leaves_it_running(
-    fake: FakeClient, http: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_serving_container_reuses_a_running_one_and_leaves_it_running(
+    fake: FakeClient, http: dict[str, Any]
 ) -> None:
-    transcribe_cli = importlib.import_module("twi_asr.cli.transcribe")  # cli.transcribe is a function too
-    run = RecordingRun()
-    monkeypatch.setattr(transcribe_cli, "run_transcribe", run)
     running = fake.containers.add(FakeContainer("twi-asr", port=8001))
-    containers.batch_through_container(["a.wav"], output_dir=tmp_path, api_key="k")
-    assert run.calls[0][1]["server"] == "http://127.0.0.1:8001" and run.calls[0][1]["api_key"] == "k"
+    with containers.serving_container(api_key="k") as url:
+        assert url == "http://127.0.0.1:8001"
     assert fake.containers.created == [] and "stop" not in running.calls

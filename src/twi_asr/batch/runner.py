@@ -70,6 +70,9 @@ class BatchConfig:
     docker: bool = False
     image: str = "twi-asr:cpu"
     gpu: bool = False
+    docker_name: str = "twi-asr"  # the container --docker starts (or reuses, when ours runs)
+    docker_port: int | None = None  # None: any free host port
+    docker_timeout_s: float = 300.0  # for the container's model to load
     references: str | None = None
     max_wer: float | None = None
     max_cer: float | None = None
@@ -274,9 +277,12 @@ def run_batch(
                     url = stack.enter_context(
                         serving_container(
                             image=config.image,
+                            name=config.docker_name,
+                            port=config.docker_port,
                             model=config.model,
                             api_key=config.api_key,
                             gpu=config.gpu,
+                            timeout_s=config.docker_timeout_s,
                             on_status=_say,
                         )
                     )

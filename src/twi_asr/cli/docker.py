@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -387,8 +388,12 @@ def scale(
 # ------------------------------------------------------------------ batch
 @app.command("batch", no_args_is_help=True)
 def batch(
-    inputs: Annotated[list[str], typer.Argument(help="Audio/video files, folders or globs.")],
-    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Where the outputs go.")],
+    inputs: Annotated[
+        list[str], typer.Argument(help="Folders (recursive), globs, files, s3:// prefixes or manifests.")
+    ],
+    out: Annotated[
+        str, typer.Option("--output", "--output-dir", "-o", help="Output folder or s3://bucket/prefix.")
+    ],
     formats: Annotated[
         str, typer.Option("--format", "-f", help="Comma-separated: txt, json, srt, vtt, tsv, or all.")
     ] = "txt",
@@ -406,33 +411,47 @@ def batch(
     word_timestamps: Annotated[
         bool, typer.Option("--word-timestamps/--no-word-timestamps", help="Per-word times (json, tsv).")
     ] = False,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite/--skip-existing", help="Redo inputs whose outputs already exist.")
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Requests in flight.")] = 4,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume/--no-resume", help="Skip inputs done by an earlier run into the same OUT."),
     ] = True,
+    report: Annotated[str | None, typer.Option("--report", help="Write the JSON report here.")] = None,
     timeout: Annotated[
         float, typer.Option("--timeout", min=0, help="Seconds to wait for readiness.")
     ] = 300.0,
 ) -> None:
-    """Transcribe files through a server container (ours if one runs; else started and stopped here)."""
-    from .. import containers
+    """Transcribe many inputs through a server container (ours if one runs; else started and stopped here).
+
+    The same run as `twi-asr batch --docker`: resumable, a report, exit 1 when an input failed.
+    """
+    from ..batch.runner import BatchConfig, run_batch
     from ..languages import resolve_language
     from ..types import TranscribeOptions
     from ..writers import parse_formats
+    from .batch import print_report, sigterm_as_interrupt
 
     fmts = parse_formats(formats)
     resolve_language(language, checkpoint_default=None)  # bad --language: exit 2 before any container
-    containers.batch_through_container(
-        inputs,
-        output_dir=output_dir,
+    config = BatchConfig(
+        sources=list(inputs),
+        out=out,
         formats=fmts,
         options=TranscribeOptions(language=language, word_timestamps=word_timestamps),
-        image=image or (_GPU_IMAGE if gpu else _CPU_IMAGE),
-        name=name,
-        port=port or None,
         model=model,
         api_key=api_key,
+        jobs=jobs,
+        docker=True,
+        image=image or (_GPU_IMAGE if gpu else _CPU_IMAGE),
         gpu=gpu,
-        timeout_s=timeout,
-        overwrite=overwrite,
-        on_status=console.info,
+        docker_name=name,
+        docker_port=port or None,
+        docker_timeout_s=timeout,
+        resume=resume,
+        report=report,
+        command=shlex.join(["twi-asr", "docker", "batch", *inputs]),
     )
+    with sigterm_as_interrupt():
+        result = run_batch(config, on_report=print_report)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
