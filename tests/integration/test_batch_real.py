@@ -28,8 +28,7 @@ import pytest
 from twi_asr.text import wer
 
 from .conftest import Clip, _ffmpeg, speak
-from .test_server_real import SENTENCES as EASY_SENTENCES
-from .test_server_real import Server, start_server, stop_server
+from .services import CREDS, EASY_SENTENCES, Server, start_moto, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -266,11 +265,10 @@ def test_bad_files_are_reported_and_the_rest_written(corpus: tuple[Path, list[Cl
 def test_s3_in_s3_out_resumes_from_the_ledger_object(corpus: tuple[Path, list[Clip]], tmp_path: Path) -> None:
     import boto3
 
-    from .test_s3_real import CREDS, _start_moto
 
     root, clips = corpus
     chosen = clips[7:10]
-    proc, url = _start_moto(tmp_path / "moto.log")
+    proc, url = start_moto(tmp_path / "moto.log")
     try:
         s3 = boto3.client("s3", endpoint_url=url, **{k.lower(): v for k, v in CREDS.items() if "KEY" in k},
                           region_name="us-east-1")  # fmt: skip

@@ -33,6 +33,7 @@ import pytest
 from twi_asr.text import wer
 
 from .conftest import Clip
+from .services import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -57,12 +58,6 @@ def _ok(result: subprocess.CompletedProcess[str]) -> str:
     shown = f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     assert result.returncode == 0, shown
     return result.stdout
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +199,7 @@ def test_run_waits_until_ready_then_serves_the_right_words(
     engine: Any, image: str, clips: list[Clip], tmp_path: Path
 ) -> None:
     name = f"{PREFIX}-run"
-    port = _free_port()
+    port = free_port()
     try:
         url = _ok(_cli("docker", "run", "--image", image, "--name", name, "--port", str(port))).strip()
         assert url == f"http://127.0.0.1:{port}"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -28,16 +27,10 @@ import pytest
 from twi_asr.text import wer
 
 from .conftest import Clip
+from .services import CREDS, free_port, start_moto
 
 pytestmark = pytest.mark.slow
 
-CREDS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -51,28 +44,10 @@ class MotoServer:
         return len(re.findall(rf'"{method} {re.escape(path)}[^ ]* HTTP/1\.[01]"', text))
 
 
-def _start_moto(log: Path, extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    server = Path(sys.executable).with_name("moto_server")
-    cmd = [str(server)] if server.exists() else [sys.executable, "-m", "moto.server"]
-    with log.open("wb") as sink:
-        proc = subprocess.Popen([*cmd, "-H", "127.0.0.1", "-p", str(port)], stdout=sink, stderr=sink,
-                                env={**os.environ, **(extra_env or {})})  # fmt: skip
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    pytest.fail("moto_server did not start")
-
-
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
     log = tmp_path_factory.mktemp("moto") / "requests.log"
-    proc, url = _start_moto(log)
+    proc, url = start_moto(log)
     yield MotoServer(url, log)
     proc.terminate()
     proc.wait(timeout=10)
@@ -289,7 +264,7 @@ def test_missing_credentials_say_what_to_set(
 
 
 def test_unreachable_endpoint_is_named(speech_clips: list[Clip], tmp_path: Path) -> None:
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
     proc = _run("transcribe", "s3://calls/2026/", "--s3-endpoint-url", dead, env=_env(None, tmp_path))
     assert proc.returncode == 3, proc.stderr
@@ -318,7 +293,7 @@ def iam_s3(tmp_path_factory: pytest.TempPathFactory, speech_clips: list[Clip]) -
     import boto3
 
     log = tmp_path_factory.mktemp("moto-iam") / "requests.log"
-    proc, url = _start_moto(log, {"INITIAL_NO_AUTH_ACTION_COUNT": "6"})
+    proc, url = start_moto(log, {"INITIAL_NO_AUTH_ACTION_COUNT": "6"})
     try:
         iam = boto3.client("iam", endpoint_url=url, aws_access_key_id="boot", aws_secret_access_key="boot",
                            region_name="us-east-1")  # fmt: skip

@@ -16,14 +16,12 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,106 +35,15 @@ from twi_asr import __version__
 from twi_asr.text import wer
 
 from .conftest import Clip, speak
+from .services import EASY_SENTENCES, Server, free_port, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
 MAX_WER = 0.35
 API_KEY = "integration-test-key"
-READY_TIMEOUT_S = 60.0
 SRT_CUE = re.compile(r"^\d+\n\d\d:\d\d:\d\d,\d{3} --> \d\d:\d\d:\d\d,\d{3}\n(.+)$", re.S)
 VTT_CUE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} --> \d\d:\d\d:\d\d\.\d{3}\n(.+)$", re.S)
 
-# 32 different sentences, so that 32 concurrent requests each say something else. Chosen among
-# sentences that tiny.en transcribes (nearly) right from espeak-ng, so that a wrong answer means a
-# mix-up, not the model's accent trouble (it hears "The quick brown fox" as "The quick roundfark").
-SENTENCES = [
-    "Please call Stella and ask her to bring these things from the store.",
-    "The sun is shining and the sky is clear.",
-    "My brother plays football every Saturday morning.",
-    "The children walked to school along the river.",
-    "Turn off the lights before you leave the office.",
-    "The train to the city leaves at seven in the evening.",
-    "Doctors recommend drinking plenty of clean water every day.",
-    "Our team finished the project two weeks early.",
-    "Music filled the hall as the people started to dance.",
-    "Please close the window because it is raining outside.",
-    "The nurse checked the baby and smiled at the mother.",
-    "The price of petrol went up again this month.",
-    "My sister is learning to play the guitar.",
-    "The football match was cancelled because of the heavy rain.",
-    "They painted the house white and planted flowers in front.",
-    "The old bridge was closed for repairs last week.",
-    "The dog slept under the table all afternoon.",
-    "Please send me the report before the meeting on Friday.",
-    "I would like a cup of tea with milk and sugar.",
-    "The plane landed safely despite the strong wind.",
-    "We planted tomatoes and peppers in the garden.",
-    "The radio said that the roads were flooded.",
-    "She wrote a long letter to her grandmother in Kumasi.",
-    "A small boat crossed the lake in the morning fog.",
-    "Everyone agreed that the new road was a great improvement.",
-    "The hospital is open every day of the week.",
-    "Our car broke down on the way to the airport.",
-    "She bought a new phone for her son.",
-    "The students cleaned the classroom after the exam.",
-    "My father works in a bank in the city centre.",
-    "Write your name at the top of the page.",
-    "Fresh fish arrives at the harbour early every morning.",
-]
-assert len(set(SENTENCES)) == 32
-
-
-# --------------------------------------------------------------------------- server processes
-@dataclass
-class Server:
-    url: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(log: Path, *flags: str, env: dict[str, str] | None = None) -> Server:
-    """``python -m twi_asr serve --model tiny.en ...`` on a free loopback port, once /ready says 200."""
-    port = free_port()
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("TWI_ASR_")}
-    full_env.update({"HF_HUB_OFFLINE": "1", "NO_COLOR": "1", **(env or {})})
-    cmd = [sys.executable, "-m", "twi_asr", "serve", "--model", "tiny.en",
-           "--host", "127.0.0.1", "--port", str(port), *flags]  # fmt: skip
-    with log.open("wb") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=full_env)
-    server = Server(f"http://127.0.0.1:{port}", proc, log)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"the server exited with {proc.returncode} before it was ready:\n{server.log_tail()}")
-        try:
-            if httpx.get(server.url + "/ready", timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            stop_server(server)
-            pytest.fail(f"the server was not ready within {READY_TIMEOUT_S:.0f} s:\n{server.log_tail()}")
-        time.sleep(0.1)
-
-
-def stop_server(server: Server) -> int:
-    if server.proc.poll() is None:
-        server.proc.terminate()
-        try:
-            server.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait(10)
-    return server.proc.returncode
 
 
 @pytest.fixture(scope="module")
@@ -187,8 +94,9 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> list[Clip]:
             pytest.fail(f"{tool} is not on PATH: install it (apt-get install {tool})")
     folder = tmp_path_factory.mktemp("server-speech")
     with ThreadPoolExecutor(2) as pool:
-        paths = list(pool.map(lambda it: speak(it[1], folder / f"s{it[0]:02d}.wav"), enumerate(SENTENCES)))
-    return [Clip(p, t) for p, t in zip(paths, SENTENCES, strict=True)]
+        jobs = enumerate(EASY_SENTENCES)
+        paths = list(pool.map(lambda it: speak(it[1], folder / f"s{it[0]:02d}.wav"), jobs))
+    return [Clip(p, t) for p, t in zip(paths, EASY_SENTENCES, strict=True)]
 
 
 @pytest.fixture(scope="module")
