@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-READY_TIMEOUT_S = 60.0
+READY_TIMEOUT_S = 120.0  # generous: a loaded 2-core machine can take long to import and load
 CREDS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
 
 # 32 different sentences, so that 32 concurrent requests each say something else. Chosen among
