@@ -43,15 +43,14 @@ def load_transcriber(
 ) -> Transcriber:
     """Resolve ``model`` (alias, folder, hub id or s3:// prefix) and load an engine for it.
 
-    ``batch_size``: clips per batched call; 0 = auto. ctranslate2: 8 on CPU,
-    16 on CUDA (one encode + one generate per batch of clips up to 30 s, the
-    window cut to the clip). transformers: 16 on CUDA and 1 on CPU, where its
-    batched beam search was measured slower than clip by clip on 2 cores
-    (bench/transcribe_folder.py).
+    ``batch_size``: clips per batched call; 0 = auto: 8 on CPU, 16 on CUDA, for
+    both engines (one encode + one generate per batch of clips up to 30 s, the
+    encoder window cut to the longest clip of the batch; bench/engines.py).
 
     ``compute_type``: for ctranslate2 a CTranslate2 compute type (``int8``,
     ``float16``...; default int8 on CPU, float16 on CUDA); for transformers a
-    torch dtype name (default float32 on CPU, float16 on CUDA).
+    torch dtype name (default float32 on CPU, float16 on CUDA) or ``int8``
+    (CPU: dynamic int8 quantisation of the Linear layers, an explicit choice).
     """
     if device not in DEVICES:
         raise UsageError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
@@ -68,10 +67,10 @@ def load_transcriber(
         )  # fmt: skip
     from .transformers import TransformersTranscriber
 
-    if compute_type not in ("default", "float32", "float16", "bfloat16"):
+    if compute_type not in ("default", "float32", "float16", "bfloat16", "int8"):
         raise UsageError(
-            f"--compute-type {compute_type} is not a torch dtype: use float32, float16 or bfloat16 "
-            "with the transformers engine"
+            f"--compute-type {compute_type} is not a torch dtype: use float32, float16, bfloat16 "
+            "or int8 (CPU) with the transformers engine"
         )
     return TransformersTranscriber(
         resolved.path, model_name=resolved.name, device=device, dtype=compute_type, batch_size=batch_size

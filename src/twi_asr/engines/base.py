@@ -18,6 +18,32 @@ from ..types import Segment, TranscribeOptions, Transcript, Word
 AudioInput = np.ndarray
 """float32 mono samples at 16 kHz (see :func:`twi_asr.audio.decode_audio`)."""
 
+SAMPLE_RATE = 16000
+HOP_LENGTH = 160  # samples per mel frame
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH
+MAX_FRAMES = 3000  # Whisper's 30 s window
+MIN_FRAMES = 1000
+"""Shortest batched window (10 s). On windows of a few seconds tiny.en sometimes never emits
+end-of-text and loops to the length limit: 108 espeak clips of 2-4 s in batches of 8, each
+window its longest clip + 2 s: 3 loops (WER 0.59 before they fall back, 17 s with the
+fallback); windows of at least 10 s: no loop, WER 0.21, 12 s (faster-whisper clip by clip on
+30 s windows: WER 0.24, 59 s). 2 CPU cores, CTranslate2 int8."""
+TAIL_FRAMES = 200
+"""Silence after the longest clip of a batch (2 s): trimmed exactly to the speech, Whisper
+does not find its end (no end-of-text, loops)."""
+FRAME_STEP = 100  # windows are whole seconds, so batches of similar clips share a shape
+
+
+def window_frames(longest: int) -> int:
+    """Mel frames of the encoder window for a batch whose longest clip has ``longest`` frames.
+
+    Whisper pads every clip to 30 s, so on a 3 s clip the encoder mostly works on silence.
+    Both engines cut the window to the longest clip of the batch plus 2 s of silence, rounded
+    up to whole seconds, at least 10 s and at most 30 s (whisper.cpp's ``audio_ctx`` idea).
+    """
+    padded = -(-(longest + TAIL_FRAMES) // FRAME_STEP) * FRAME_STEP
+    return min(MAX_FRAMES, max(MIN_FRAMES, padded))
+
 
 @runtime_checkable
 class Transcriber(Protocol):

@@ -3,10 +3,11 @@
 Clips of up to 30 s are decoded in real batches, shortest first: one encoder
 call and one beam-search ``generate`` call per batch, on a window that is only
 as long as the longest clip of the batch plus 2 s of silence, and at least
-10 s (not Whisper's fixed 30 s). A clip whose batched result looks like a failure (too repetitive, or too
-unlikely) is decoded again on its own by faster-whisper, which owns the
-temperature-fallback ladder; so do clips longer than 30 s (long-form seeking)
-and requests for word timestamps (word alignment).
+10 s (not Whisper's fixed 30 s; see :func:`.base.window_frames`). A clip whose
+batched result looks like a failure (too repetitive, or too unlikely) is decoded
+again on its own by faster-whisper, which owns the temperature-fallback ladder;
+so do clips longer than 30 s (long-form seeking) and requests for word timestamps
+(word alignment).
 """
 
 from __future__ import annotations
@@ -22,24 +23,21 @@ import numpy as np
 from ..errors import DependencyMissingError, UsageError
 from ..languages import language_code, resolve_language
 from ..types import Segment, TranscribeOptions, Transcript, Word
-from .base import AudioInput, clamp_words, clean_text, make_transcript
+from .base import (
+    FRAMES_PER_SECOND,
+    HOP_LENGTH,
+    MAX_FRAMES,
+    MIN_FRAMES,  # noqa: F401  (re-exported: tests and callers read it here)
+    SAMPLE_RATE,
+    AudioInput,
+    clamp_words,
+    clean_text,
+    make_transcript,
+    window_frames,
+)
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
-HOP_LENGTH = 160  # samples per mel frame
-FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH
-MAX_FRAMES = 3000  # Whisper's 30 s window
-MIN_FRAMES = 1000
-"""Shortest batched window (10 s). On windows of a few seconds tiny.en sometimes never emits
-end-of-text and loops to the length limit: 108 espeak clips of 2-4 s in batches of 8, each
-window its longest clip + 2 s: 3 loops (WER 0.59 before they fall back, 17 s with the
-fallback); windows of at least 10 s: no loop, WER 0.21, 12 s (faster-whisper clip by clip on
-30 s windows: WER 0.24, 59 s). 2 CPU cores, int8."""
-TAIL_FRAMES = 200
-"""Silence after the longest clip of a batch (2 s): trimmed exactly to the speech, Whisper
-does not find its end (no end-of-text, loops)."""
-FRAME_STEP = 100  # windows are whole seconds, so batches of similar clips share a shape
 TIME_PRECISION = 0.02  # seconds per timestamp token
 MAX_BATCHED_SECONDS = MAX_FRAMES / FRAMES_PER_SECOND
 MAX_INITIAL_TIMESTAMP_INDEX = 50  # the first timestamp is at most 1 s in, as in Whisper
@@ -70,12 +68,6 @@ def checkpoint_default_language(folder: Path) -> str | None:
         if isinstance(pos_token, list) and len(pos_token) == 2 and pos_token[1] in id_to_lang:
             return language_code(id_to_lang[pos_token[1]])
     return None
-
-
-def window_frames(longest: int) -> int:
-    """Mel frames of the batched window for a batch whose longest clip has ``longest`` frames."""
-    padded = -(-(longest + TAIL_FRAMES) // FRAME_STEP) * FRAME_STEP
-    return min(MAX_FRAMES, max(MIN_FRAMES, padded))
 
 
 def tokens_to_segments(
