@@ -54,6 +54,6 @@ BatchSizeOpt = Annotated[
         "-b",
         min=0,
         envvar="TWI_ASR_BATCH_SIZE",
-        help="Clips per engine batch; 0 = auto (16 on CUDA, 8 on CPU).",
+        help="Clips per engine batch; 0 = auto (16 on CUDA; on CPU 8 for ctranslate2, 4 for transformers).",
     ),
 ]

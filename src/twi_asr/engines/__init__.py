@@ -43,9 +43,11 @@ def load_transcriber(
 ) -> Transcriber:
     """Resolve ``model`` (alias, folder, hub id or s3:// prefix) and load an engine for it.
 
-    ``batch_size``: clips per batched call; 0 = auto: 8 on CPU, 16 on CUDA, for
-    both engines (one encode + one generate per batch of clips up to 30 s, the
-    encoder window cut to the longest clip of the batch; bench/engines.py).
+    ``batch_size``: clips per batched call; 0 = auto: 16 on CUDA; on CPU 8 for
+    ctranslate2 and 4 for transformers (whose beam search holds every beam's
+    cross-attention cache: 8 was no faster and took 0.3 GB more). One encode +
+    one generate per batch of clips up to 30 s, the encoder window cut to the
+    longest clip of the batch (bench/engines.py).
 
     ``compute_type``: for ctranslate2 a CTranslate2 compute type (``int8``,
     ``float16``...; default int8 on CPU, float16 on CUDA); for transformers a
