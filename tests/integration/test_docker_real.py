@@ -268,6 +268,10 @@ def test_errors_are_one_line_with_exit_3(engine: Any, image: str) -> None:
     assert not [c for c in engine.containers.list(all=True) if c.name == f"{PREFIX}-busy"]
     nothing = _cli("docker", "health", f"{PREFIX}-nobody")
     assert nothing.returncode == 3 and "no twi-asr container or service" in nothing.stderr
+    if "nvidia" not in (engine.info().get("Runtimes") or {}):  # the engine has no GPU support
+        gpu = _cli("docker", "run", "--gpu", "--image", image, "--name", f"{PREFIX}-gpu", "--port", "0")
+        assert gpu.returncode == 3 and "NVIDIA" in gpu.stderr and "Traceback" not in gpu.stderr
+        assert not [c for c in engine.containers.list(all=True) if c.name == f"{PREFIX}-gpu"]
 
 
 # ------------------------------------------------------------------ scale
