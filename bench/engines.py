@@ -136,7 +136,7 @@ TWI_ASR_LIBRARY = (
     + """\
 from twi_asr import TranscribeOptions, decode_audio, load_transcriber
 t_import = time.perf_counter()
-asr = load_transcriber(model_dir, engine="{engine}", compute_type="{compute_type}")
+asr = load_transcriber(model_dir, engine="{engine}", compute_type="{compute_type}", long_form="{long_form}")
 t_load = time.perf_counter()
 results = asr.transcribe([decode_audio(p).samples for p in paths], TranscribeOptions(beam_size={beam}))
 for p, r in zip(paths, results):
@@ -281,25 +281,100 @@ def row_specs(inputs: InputSet, ct2: Path, hf: Path, scripts: Path, outputs: Pat
     def spec(name: str, kind: str, family: str, engine: str, cmd: list[str], key: str) -> RowSpec:
         return RowSpec(name, kind, family, engine, cmd, outputs / f"{inputs.name}-{key}")
 
-    lib = TWI_ASR_LIBRARY
-    return [
-        spec("faster-whisper WhisperModel per file", "reference", "ctranslate2", "ct2 int8",
-             child("fw", FASTER_WHISPER_LOOP, ct2), "fw"),
-        spec("faster-whisper BatchedInferencePipeline", "reference", "ctranslate2", "ct2 int8",
-             child("fw-batched", FASTER_WHISPER_BATCHED, ct2), "fw-batched"),
-        spec("twi-asr library", "ours", "ctranslate2", "ct2 int8",
-             child("lib-ct2", lib, ct2, engine="ctranslate2", compute_type="int8"), "lib-ct2"),
-        spec("twi-asr CLI", "ours", "ctranslate2", "ct2 int8",
-             cli_cmd("cli-ct2", "--model", str(ct2), "--engine", "ctranslate2"), "cli-ct2"),
-        spec("transformers pipeline per file", "reference", "transformers", "torch fp32",
-             child("pipeline", TRANSFORMERS_PIPELINE, hf, long=long), "pipeline"),
-        spec("twi-asr library", "ours", "transformers", "torch fp32",
-             child("lib-hf", lib, hf, engine="transformers", compute_type="default"), "lib-hf"),
-        spec("twi-asr CLI", "ours", "transformers", "torch fp32",
-             cli_cmd("cli-hf", "--model", str(hf), "--engine", "transformers"), "cli-hf"),
-        spec("twi-asr library", "ours", "transformers", "torch int8 (dynamic)",
-             child("lib-hf-int8", lib, hf, engine="transformers", compute_type="int8"), "lib-hf-int8"),
-    ]  # fmt: skip
+    def lib(key: str, model: Path, engine: str, compute_type: str, long_form: str = "auto") -> list[str]:
+        return child(
+            key, TWI_ASR_LIBRARY, model, engine=engine, compute_type=compute_type, long_form=long_form
+        )
+
+    rows = [
+        spec(
+            "faster-whisper WhisperModel per file",
+            "reference",
+            "ctranslate2",
+            "ct2 int8",
+            child("fw", FASTER_WHISPER_LOOP, ct2),
+            "fw",
+        ),
+        spec(
+            "faster-whisper BatchedInferencePipeline",
+            "reference",
+            "ctranslate2",
+            "ct2 int8",
+            child("fw-batched", FASTER_WHISPER_BATCHED, ct2),
+            "fw-batched",
+        ),
+        spec(
+            "twi-asr library",
+            "ours",
+            "ctranslate2",
+            "ct2 int8",
+            lib("lib-ct2", ct2, "ctranslate2", "int8"),
+            "lib-ct2",
+        ),
+        spec(
+            "twi-asr CLI",
+            "ours",
+            "ctranslate2",
+            "ct2 int8",
+            cli_cmd("cli-ct2", "--model", str(ct2), "--engine", "ctranslate2"),
+            "cli-ct2",
+        ),
+        spec(
+            "transformers pipeline per file",
+            "reference",
+            "transformers",
+            "torch fp32",
+            child("pipeline", TRANSFORMERS_PIPELINE, hf, long=long),
+            "pipeline",
+        ),
+        spec(
+            "twi-asr library",
+            "ours",
+            "transformers",
+            "torch fp32",
+            lib("lib-hf", hf, "transformers", "default"),
+            "lib-hf",
+        ),
+        spec(
+            "twi-asr CLI",
+            "ours",
+            "transformers",
+            "torch fp32",
+            cli_cmd("cli-hf", "--model", str(hf), "--engine", "transformers"),
+            "cli-hf",
+        ),
+        spec(
+            "twi-asr library",
+            "ours",
+            "transformers",
+            "torch int8 (dynamic)",
+            lib("lib-hf-int8", hf, "transformers", "int8"),
+            "lib-hf-int8",
+        ),
+    ]
+    if long:  # the default (pieces cut on silence, batched) against the sequential long-form loop
+        rows[3:3] = [
+            spec(
+                "twi-asr library, sequential long-form",
+                "ours",
+                "ctranslate2",
+                "ct2 int8",
+                lib("lib-ct2-seq", ct2, "ctranslate2", "int8", "sequential"),
+                "lib-ct2-seq",
+            )
+        ]
+        rows.insert(
+            -1,
+            spec(
+                "twi-asr library, sequential long-form",
+                "ours",
+                "transformers",
+                "torch fp32",
+                lib("lib-hf-seq", hf, "transformers", "default", "sequential"),
+                "lib-hf-seq",
+            ),
+        )
+    return rows  # fmt: skip
 
 
 def read_hypotheses(inputs: InputSet, out_dir: Path) -> tuple[list[str], int]:

@@ -40,6 +40,7 @@ def load_transcriber(
     compute_type: str = "default",
     batch_size: int = 0,
     cache_dir: Path | None = None,
+    long_form: str = "auto",
 ) -> Transcriber:
     """Resolve ``model`` (alias, folder, hub id or s3:// prefix) and load an engine for it.
 
@@ -53,6 +54,12 @@ def load_transcriber(
     ``float16``...; default int8 on CPU, float16 on CUDA); for transformers a
     torch dtype name (default float32 on CPU, float16 on CUDA) or ``int8``
     (CPU: dynamic int8 quantisation of the Linear layers, an explicit choice).
+
+    ``long_form``: how clips over 30 s are decoded: ``vad`` cuts them on silence
+    (Silero VAD) into pieces of at most 28 s that are batched with the short clips and
+    stitched back with their offsets; ``sequential`` is Whisper's window-by-window loop,
+    each window conditioned on the previous text; ``auto`` = vad when faster-whisper and
+    onnxruntime are installed (see :mod:`twi_asr.vad`).
     """
     if device not in DEVICES:
         raise UsageError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
@@ -65,7 +72,7 @@ def load_transcriber(
 
         return CTranslate2Transcriber(
             resolved.path, model_name=resolved.name, device=device, compute_type=compute_type,
-            batch_size=batch_size,
+            batch_size=batch_size, long_form=long_form,
         )  # fmt: skip
     from .transformers import TransformersTranscriber
 
@@ -75,5 +82,6 @@ def load_transcriber(
             "or int8 (CPU) with the transformers engine"
         )
     return TransformersTranscriber(
-        resolved.path, model_name=resolved.name, device=device, dtype=compute_type, batch_size=batch_size
-    )
+        resolved.path, model_name=resolved.name, device=device, dtype=compute_type, batch_size=batch_size,
+        long_form=long_form,
+    )  # fmt: skip

@@ -135,7 +135,12 @@ class CTranslate2Transcriber:
         compute_type: str = "default",
         cpu_threads: int = 0,
         batch_size: int = 0,
+        long_form: str = "auto",
     ) -> None:
+        """Load the CTranslate2 folder ``path``; ``long_form`` as in :func:`twi_asr.vad.resolve_long_form`."""
+        from ..vad import resolve_long_form
+
+        self.long_form = resolve_long_form(long_form)
         try:
             import ctranslate2
             from faster_whisper import WhisperModel
@@ -167,12 +172,34 @@ class CTranslate2Transcriber:
     def transcribe(
         self, audios: Sequence[AudioInput], options: TranscribeOptions | None = None
     ) -> list[Transcript]:
-        """Transcribe every clip; clips of up to 30 s are decoded together, shortest first."""
+        """Transcribe every clip; clips of up to 30 s are decoded together, shortest first, and so
+        are the pieces of longer clips cut on silence (``long_form="vad"``)."""
         options = options or TranscribeOptions()
+        clips = [np.asarray(a, dtype=np.float32).reshape(-1) for a in audios]
+        limit = MAX_BATCHED_SECONDS * SAMPLE_RATE
+        if self.long_form == "vad" and any(len(a) > limit for a in clips):
+            from ..vad import transcribe_split
+
+            language = resolve_language(options.language, checkpoint_default=self._default_language)
+            return transcribe_split(
+                clips,
+                lambda work: self._transcribe(work, options),
+                empty=lambda duration: make_transcript(
+                    [],
+                    language=language if self.multilingual else "en",
+                    duration=duration,
+                    model=self.model_name,
+                    engine=self.engine,
+                ),  # fmt: skip
+                is_long=lambda a: len(a) > limit,
+            )
+        return self._transcribe(clips, options)
+
+    def _transcribe(self, clips: list[np.ndarray], options: TranscribeOptions) -> list[Transcript]:
+        """Clips of up to 30 s in batches, shortest first; longer ones through faster-whisper."""
         language = resolve_language(options.language, checkpoint_default=self._default_language)
         if not self.multilingual:
             language = "en"
-        clips = [np.asarray(a, dtype=np.float32).reshape(-1) for a in audios]
         results: list[Transcript | None] = [None] * len(clips)
         batched: list[int] = []
         for i, audio in enumerate(clips):

@@ -164,6 +164,7 @@ class TransformersTranscriber:
         batch_size: int = 0,
         fit_windows: bool = True,
         skip_cross_reorder: bool = True,
+        long_form: str = "auto",
     ) -> None:
         """Load the checkpoint in ``path``.
 
@@ -172,7 +173,13 @@ class TransformersTranscriber:
         speed-for-accuracy trade). ``batch_size``: clips per ``generate`` call, 0 = auto (16 on
         CUDA, 4 on CPU). ``fit_windows`` / ``skip_cross_reorder``: the two speed-ups described
         in the module docstring, on by default; off only to measure or to rule them out.
+        ``long_form``: clips over 30 s are ``vad`` split on silence and batched
+        (:mod:`twi_asr.vad`), or decoded by transformers' ``sequential`` loop; ``auto`` = vad
+        when faster-whisper and onnxruntime are installed.
         """
+        from ..vad import resolve_long_form
+
+        self.long_form = resolve_long_form(long_form)
         if batch_size < 0:
             raise UsageError(f"batch size must be 0 (auto) or more, not {batch_size}")
         if dtype not in ("default", *DTYPES):
@@ -245,21 +252,39 @@ class TransformersTranscriber:
     def transcribe(
         self, audios: Sequence[AudioInput], options: TranscribeOptions | None = None
     ) -> list[Transcript]:
-        """Transcribe clips in batches; short and long clips are batched separately."""
+        """Transcribe clips in batches; clips over 30 s are cut on silence (``long_form="vad"``)
+        and their pieces batched with the short clips, or decoded by the sequential loop."""
         options = options or TranscribeOptions()
+        arrays = [np.asarray(a, dtype=np.float32).reshape(-1) for a in audios]
+        if self.long_form == "vad" and any(len(a) > SHORT_FORM_SAMPLES for a in arrays):
+            from ..vad import transcribe_split
+
+            language = resolve_language(options.language, checkpoint_default=self._default_language)
+            return transcribe_split(
+                arrays,
+                lambda work: self._transcribe(work, options),
+                empty=lambda duration: self._empty(duration, language),
+                is_long=lambda a: len(a) > SHORT_FORM_SAMPLES,
+            )
+        return self._transcribe(arrays, options)
+
+    def _empty(self, duration: float, language: str | None) -> Transcript:
+        return make_transcript(
+            [],
+            language=language if self.multilingual else "en",
+            duration=duration,
+            model=self.model_name,
+            engine=self.engine,
+        )
+
+    def _transcribe(self, arrays: list[np.ndarray], options: TranscribeOptions) -> list[Transcript]:
+        """Short clips in batches on cut windows, long ones by the sequential long-form loop."""
         language = resolve_language(options.language, checkpoint_default=self._default_language)
-        arrays = [np.asarray(a, dtype=np.float32) for a in audios]
         results: list[Transcript | None] = [None] * len(arrays)
         todo: list[int] = []
         for i, a in enumerate(arrays):
             if len(a) == 0 or not np.any(a):  # silence: nothing to decode
-                results[i] = make_transcript(
-                    [],
-                    language=language if self.multilingual else "en",
-                    duration=len(a) / SAMPLE_RATE,
-                    model=self.model_name,
-                    engine=self.engine,
-                )
+                results[i] = self._empty(len(a) / SAMPLE_RATE, language)
             else:
                 todo.append(i)
         # shortest first: similar lengths share a batch, so its window is not much longer than any clip
