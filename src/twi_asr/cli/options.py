@@ -57,3 +57,12 @@ BatchSizeOpt = Annotated[
         help="Clips per engine batch; 0 = auto (16 on CUDA; on CPU 8 for ctranslate2, 4 for transformers).",
     ),
 ]
+LongFormOpt = Annotated[
+    str,
+    typer.Option(
+        "--long-form",
+        envvar="TWI_ASR_LONG_FORM",
+        help="Audio over 30 s: vad (cut on silence, pieces batched; faster), sequential (Whisper's "
+        "window-by-window loop, each window conditioned on the last), or auto (vad when installed).",
+    ),
+]
