@@ -80,7 +80,16 @@ def mixed_audio(mixed_clips: list[Clip]) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def full_window_engine(tiny_en_hf: Path) -> TransformersTranscriber:
-    return TransformersTranscriber(tiny_en_hf, model_name="tiny.en", fit_windows=False)
+    """Whisper's 30 s window; long clips by the sequential loop (so they share one path)."""
+    return TransformersTranscriber(
+        tiny_en_hf, model_name="tiny.en", fit_windows=False, long_form="sequential"
+    )
+
+
+@pytest.fixture(scope="module")
+def cut_engine(tiny_en_hf: Path) -> TransformersTranscriber:
+    """The default cut windows; long clips by the sequential loop, not cut on silence."""
+    return TransformersTranscriber(tiny_en_hf, model_name="tiny.en", long_form="sequential")
 
 
 def _encoder_frames(engine: TransformersTranscriber) -> tuple[list[int], Any]:
@@ -96,14 +105,14 @@ def _encoder_frames(engine: TransformersTranscriber) -> tuple[list[int], Any]:
 
 
 def test_cut_window_is_as_accurate_as_the_full_one(
-    hf_engine: TransformersTranscriber,
+    cut_engine: TransformersTranscriber,
     full_window_engine: TransformersTranscriber,
     mixed_clips: list[Clip],
     mixed_audio: list[np.ndarray],
 ) -> None:
-    assert hf_engine.fit_windows and not full_window_engine.fit_windows
+    assert cut_engine.fit_windows and not full_window_engine.fit_windows
     refs = [c.text for c in mixed_clips]
-    cut = hf_engine.transcribe(mixed_audio, OPTIONS)
+    cut = cut_engine.transcribe(mixed_audio, OPTIONS)
     full = full_window_engine.transcribe(mixed_audio, OPTIONS)
     a, b = wer(refs, [r.text for r in full]), wer(refs, [r.text for r in cut])
     short_a = wer(refs[:12], [r.text for r in full[:12]])
@@ -123,22 +132,22 @@ def test_cut_window_is_as_accurate_as_the_full_one(
 
 
 def test_encoder_sees_the_cut_window(
-    hf_engine: TransformersTranscriber,
+    cut_engine: TransformersTranscriber,
     full_window_engine: TransformersTranscriber,
     mixed_audio: list[np.ndarray],
 ) -> None:
     """Three short clips: one 10 s window; a 10-25 s clip: its length + 2 s; long-form: 30 s."""
     short, medium, long = mixed_audio[:3], mixed_audio[12], mixed_audio[15]
-    seen, handle = _encoder_frames(hf_engine)
+    seen, handle = _encoder_frames(cut_engine)
     try:
-        hf_engine.transcribe(short, OPTIONS)
+        cut_engine.transcribe(short, OPTIONS)
         assert set(seen) == {1000}, seen
         seen.clear()
-        hf_engine.transcribe([medium], OPTIONS)
+        cut_engine.transcribe([medium], OPTIONS)
         expected = window_frames(len(medium) // 160 + 1)
         assert 1000 < expected < MAX_FRAMES and set(seen) == {expected}, seen
         seen.clear()
-        hf_engine.transcribe([long], OPTIONS)
+        cut_engine.transcribe([long], OPTIONS)
         assert seen and set(seen) == {MAX_FRAMES}, seen
     finally:
         handle.remove()

@@ -294,7 +294,8 @@ class TransformersTranscriber:
         long = [i for i in todo if len(arrays[i]) > SHORT_FORM_SAMPLES]
         for group, long_form in ((short, False), (long, True)):
             for start in range(0, len(group), self.batch_size):
-                idx = group[start : start + self.batch_size]
+                # batches are formed by length; inside one, the clips keep their input order
+                idx = sorted(group[start : start + self.batch_size])
                 for i, t in zip(
                     idx, self._batch([arrays[i] for i in idx], options, language, long_form), strict=True
                 ):
