@@ -265,7 +265,6 @@ def test_bad_files_are_reported_and_the_rest_written(corpus: tuple[Path, list[Cl
 def test_s3_in_s3_out_resumes_from_the_ledger_object(corpus: tuple[Path, list[Clip]], tmp_path: Path) -> None:
     import boto3
 
-
     root, clips = corpus
     chosen = clips[7:10]
     proc, url = start_moto(tmp_path / "moto.log")

@@ -129,8 +129,17 @@ def image(base_image: str) -> str:
     """The CPU image of this checkout with tiny.en baked in, built through `twi-asr docker build`."""
     out = _ok(
         _cli(
-            "docker", "build", "--tag", IMAGE, "--model", "tiny.en", "--base-image", base_image,
-            "--context", str(REPO), timeout=1800,
+            "docker",
+            "build",
+            "--tag",
+            IMAGE,
+            "--model",
+            "tiny.en",
+            "--base-image",
+            base_image,
+            "--context",
+            str(REPO),
+            timeout=1800,
         )  # fmt: skip
     )
     assert out.strip().startswith("sha256:")
@@ -231,8 +240,16 @@ def test_a_mounted_model_folder_instead_of_baked_weights(
 
     _ok(
         _cli(
-            "docker", "build", "--tag", IMAGE_NO_MODEL, "--base-image", base_image, "--context", str(REPO),
-            "--quiet", timeout=1800,
+            "docker",
+            "build",
+            "--tag",
+            IMAGE_NO_MODEL,
+            "--base-image",
+            base_image,
+            "--context",
+            str(REPO),
+            "--quiet",
+            timeout=1800,
         )  # fmt: skip
     )
     assert "TWI_ASR_MODEL=twi" in engine.images.get(IMAGE_NO_MODEL).attrs["Config"]["Env"]
@@ -244,8 +261,18 @@ def test_a_mounted_model_folder_instead_of_baked_weights(
     try:
         url = _ok(
             _cli(
-                "docker", "run", "--image", IMAGE_NO_MODEL, "--name", name, "--port", "0",
-                "--model", "/models/tiny-en", "--volume", f"{weights}:/models/tiny-en:ro",
+                "docker",
+                "run",
+                "--image",
+                IMAGE_NO_MODEL,
+                "--name",
+                name,
+                "--port",
+                "0",
+                "--model",
+                "/models/tiny-en",
+                "--volume",
+                f"{weights}:/models/tiny-en:ro",
             )  # fmt: skip
         ).strip()
         out = tmp_path / "out"
@@ -283,8 +310,17 @@ def test_scale_to_two_replicas_and_both_serve(
         body = json.loads(
             _ok(
                 _cli(
-                    "docker", "scale", "2", "--init-swarm", "--image", image, "--name", name,
-                    "--timeout", "180", "--json",
+                    "docker",
+                    "scale",
+                    "2",
+                    "--init-swarm",
+                    "--image",
+                    image,
+                    "--name",
+                    name,
+                    "--timeout",
+                    "180",
+                    "--json",
                 )  # fmt: skip
             )
         )

@@ -32,7 +32,6 @@ from .services import CREDS, free_port, start_moto
 pytestmark = pytest.mark.slow
 
 
-
 @dataclass(frozen=True)
 class MotoServer:
     url: str

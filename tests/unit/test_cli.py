@@ -146,6 +146,9 @@ def test_single_file_prints_text_on_stdout(
     assert kwargs["batch_size"] == 3
     assert kwargs["device"] == "cpu"
     assert kwargs["engine"] == "auto"
+    assert kwargs["long_form"] == "auto"
+    main(["transcribe", str(wav), "--long-form", "sequential"])
+    assert loader.calls[-1][1]["long_form"] == "sequential"
 
 
 def test_several_files_on_stdout_get_headers(

@@ -686,6 +686,15 @@ def test_api_key_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         assert c.get("/v1/models", headers={"Authorization": "Bearer from-env"}).status_code == 200
 
 
+def test_long_form_setting_from_the_environment_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("TWI_ASR_LONG_FORM", "sequential")
+    assert ServerSettings().long_form == "sequential"
+    with pytest.raises(ValidationError):
+        ServerSettings(long_form="nope")
+
+
 # --------------------------------------------------------------------------- loading
 def test_ready_is_503_while_the_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     release = threading.Event()

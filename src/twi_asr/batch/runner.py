@@ -64,6 +64,7 @@ class BatchConfig:
     device: str = "auto"
     compute_type: str = "default"
     batch_size: int = 0
+    long_form: str = "auto"  # over 30 s: vad (cut on silence), sequential, auto
     servers: list[str] = field(default_factory=list)
     api_key: str | None = None
     jobs: int = 4
@@ -90,6 +91,7 @@ class BatchConfig:
         settings = {
             "model": "remote" if remote else (self.model or DEFAULT_MODEL),
             "engine": None if remote else self.engine,
+            "long_form": None if remote else self.long_form,
             "options": asdict(self.options),
         }
         return config_fingerprint(settings)
@@ -153,6 +155,7 @@ def _local_outcomes(
                 device=config.device,
                 compute_type=config.compute_type,
                 batch_size=config.batch_size,
+                long_form=config.long_form,
             )
     batch = config.batch_size or getattr(transcriber, "batch_size", 1) or 1
     for r in run_pipeline(items, transcriber, config.options, batch_size=batch):

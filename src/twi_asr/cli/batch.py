@@ -18,7 +18,7 @@ import typer
 
 from ..errors import UsageError
 from . import console
-from .options import BatchSizeOpt, ComputeTypeOpt, DeviceOpt, EngineOpt, LanguageOpt
+from .options import BatchSizeOpt, ComputeTypeOpt, DeviceOpt, EngineOpt, LanguageOpt, LongFormOpt
 
 if TYPE_CHECKING:
     from ..batch.report import BatchReport
@@ -106,6 +106,7 @@ def batch(
     device: DeviceOpt = "auto",
     compute_type: ComputeTypeOpt = "default",
     batch_size: BatchSizeOpt = 0,
+    long_form: LongFormOpt = "auto",
     language: LanguageOpt = "auto",
     task: Annotated[
         str, typer.Option("--task", help="transcribe, or translate (to English).")
@@ -202,6 +203,7 @@ def batch(
         device=device,
         compute_type=compute_type,
         batch_size=batch_size,
+        long_form=long_form,
         servers=list(server or []),
         api_key=api_key,
         jobs=jobs,

@@ -26,6 +26,14 @@ def serve(
     ] = None,
     device: DeviceOpt = "auto",
     compute_type: ComputeTypeOpt = "default",
+    long_form: Annotated[
+        str | None,
+        typer.Option(
+            "--long-form",
+            help="Uploads over 30 s: vad (cut on silence, batched), sequential, or auto "
+            "(TWI_ASR_LONG_FORM; default auto).",
+        ),
+    ] = None,
     api_key: Annotated[
         str | None,
         typer.Option("--api-key", envvar="TWI_ASR_API_KEY", help="Require 'Authorization: Bearer KEY'."),
@@ -70,6 +78,7 @@ def serve(
             "port": port,
             "model": model,
             "engine": engine,
+            "long_form": long_form,
             "api_key": api_key,
             "batching": batching,
             "max_batch_size": max_batch_size,

@@ -18,7 +18,15 @@ from ..errors import EnvironmentProblem, InputError, UsageError
 from ..types import TranscribeOptions
 from ..writers import render
 from . import console
-from .options import BatchSizeOpt, ComputeTypeOpt, DeviceOpt, EngineOpt, LanguageOpt, ModelOpt
+from .options import (
+    BatchSizeOpt,
+    ComputeTypeOpt,
+    DeviceOpt,
+    EngineOpt,
+    LanguageOpt,
+    LongFormOpt,
+    ModelOpt,
+)
 from .progress import Reporter, Summary
 
 if TYPE_CHECKING:
@@ -70,6 +78,7 @@ def transcribe(
     device: DeviceOpt = "auto",
     compute_type: ComputeTypeOpt = "default",
     batch_size: BatchSizeOpt = DEFAULT_BATCH_SIZE,
+    long_form: LongFormOpt = "auto",
     overwrite: Annotated[
         bool, typer.Option("--overwrite/--skip-existing", help="Redo inputs whose outputs already exist.")
     ] = True,
@@ -120,6 +129,7 @@ def transcribe(
         overwrite=overwrite,
         server=server,
         api_key=api_key,
+        long_form=long_form,
     )
 
 
@@ -137,6 +147,7 @@ def run_transcribe(
     overwrite: bool,
     server: str | None = None,
     api_key: str | None = None,
+    long_form: str = "auto",
 ) -> None:
     """Open the output, discover, load the engine (or connect to a server), run, write, summarise.
 
@@ -167,7 +178,12 @@ def run_transcribe(
         if transcriber is None:
             with console.stderr.status(f"loading model {model} ...", spinner="dots"):
                 transcriber = load_transcriber(
-                    model, engine=engine, device=device, compute_type=compute_type, batch_size=batch_size
+                    model,
+                    engine=engine,
+                    device=device,
+                    compute_type=compute_type,
+                    batch_size=batch_size,
+                    long_form=long_form,
                 )
         with Reporter(items, summary) as reporter:
             for result in run_pipeline(

@@ -142,6 +142,7 @@ class ServerState:
                 device=s.device,
                 compute_type=s.compute_type,
                 batch_size=s.effective_batch_size,
+                long_form=s.long_form,
             )
             self.attach(transcriber, resolved)
         except TwiAsrError as exc:

@@ -6,6 +6,8 @@ override the environment for a local run.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -27,6 +29,8 @@ class ServerSettings(BaseSettings):
     engine: str = "auto"
     device: str = "auto"
     compute_type: str = "default"
+    long_form: Literal["auto", "vad", "sequential"] = "auto"
+    """Uploads over 30 s: cut on silence and batched (vad), or Whisper's sequential loop."""
     api_key: SecretStr | None = None
     """When set, every route but /health, /ready and /metrics needs ``Authorization: Bearer KEY``."""
 
