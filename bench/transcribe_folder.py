@@ -34,7 +34,7 @@ the faster-whisper loop keep Whisper's temperature fallback (0, 0.2 ... 1.0),
 which *samples* when a beam result looks poor, so a clip that falls back can
 read differently from run to run (the transformers CLI row's WER moves by a few
 points on this folder); the pipeline loop has no fallback. The CLI's
-transformers engine batches 8 clips per ``generate`` by default. Wall times are
+transformers engine batches 4 clips per ``generate`` on CPU by default. Wall times are
 only meaningful on an otherwise idle machine: the 1-minute load average before
 timing is recorded, with a warning when it is high.
 
