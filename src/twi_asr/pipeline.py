@@ -1,7 +1,7 @@
 """The one pipeline: source -> audio -> engine -> transcript, item by item.
 
-Decoding runs one step ahead in a worker thread while the engine works on
-the previous batch. Every failure is caught per input and reported as a
+Decoding runs one group ahead in a worker thread while the engine works on
+the previous group. Every failure is caught per input and reported as a
 result with its error, so one bad file never costs the others; an engine
 failure on a batch is retried clip by clip to find the culprit.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,23 +46,34 @@ def load_item(item: InputItem) -> Audio:
     return decode_audio(item.source)
 
 
-def _decode_batch(items: Sequence[InputItem]) -> list[tuple[InputItem, Audio | TwiAsrError, float]]:
-    out: list[tuple[InputItem, Audio | TwiAsrError, float]] = []
-    for item in items:
-        t0 = time.perf_counter()
-        try:
-            audio: Audio | TwiAsrError = load_item(item)
-        except TwiAsrError as exc:
-            audio = exc
-        except OSError as exc:  # permission denied, I/O error...
-            audio = InputError(f"{item.source}: cannot read: {exc.strerror or exc}")
-        out.append((item, audio, time.perf_counter() - t0))
-    return out
+Decoded = tuple[InputItem, Audio | TwiAsrError, float]
+"""One decoded input: the item, its audio (or why it could not be decoded), seconds spent decoding."""
+
+GROUP_BATCHES = 4
+"""Engine batches per pipeline group: the engine sorts a group's clips by length before it batches
+them, so the encoder window (cut to a batch's longest clip) wastes less than in file order."""
+MAX_GROUP_SECONDS = 900.0
+"""A group also ends after this much decoded audio, so long files do not pile up in memory."""
 
 
-def _chunks(items: Sequence[InputItem], size: int) -> Iterator[Sequence[InputItem]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+def group_size(batch_size: int) -> int:
+    """Clips per engine call for an engine batch of ``batch_size`` (see :data:`GROUP_BATCHES`).
+
+    Callers use it when the batch size is the engine's own choice; an explicit
+    ``--batch-size`` stays the group size, so memory stays what the user asked for.
+    """
+    return max(1, batch_size) * GROUP_BATCHES
+
+
+def _decode_one(item: InputItem) -> Decoded:
+    t0 = time.perf_counter()
+    try:
+        audio: Audio | TwiAsrError = load_item(item)
+    except TwiAsrError as exc:
+        audio = exc
+    except OSError as exc:  # permission denied, I/O error...
+        audio = InputError(f"{item.source}: cannot read: {exc.strerror or exc}")
+    return item, audio, time.perf_counter() - t0
 
 
 def run_pipeline(
@@ -70,27 +82,42 @@ def run_pipeline(
     options: TranscribeOptions,
     *,
     batch_size: int = 8,
+    max_group_seconds: float = MAX_GROUP_SECONDS,
     on_start: Callable[[InputItem, float], None] | None = None,
 ) -> Iterator[ItemResult]:
-    """Transcribe ``items`` in batches, yielding one :class:`ItemResult` per input, in order.
+    """Transcribe ``items`` in groups, yielding one :class:`ItemResult` per input, in order.
 
+    A group is ``batch_size`` inputs, or fewer once they hold ``max_group_seconds``
+    of audio; each group is one engine call (which may batch it further). The
+    next group's inputs are decoded in a worker thread while the engine works.
     ``on_start(item, seconds)`` is called when an item's audio is decoded and
     handed to the engine (progress bars use it).
     """
-    batches = list(_chunks(items, max(1, batch_size)))
+    size = max(1, batch_size)
+    queue = iter(items)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="twi-asr-decode") as pool:
-        pending: Future[list[tuple[InputItem, Audio | TwiAsrError, float]]] | None = None
-        if batches:
-            pending = pool.submit(_decode_batch, batches[0])
-        for b in range(len(batches)):
-            assert pending is not None
-            decoded = pending.result()
-            pending = pool.submit(_decode_batch, batches[b + 1]) if b + 1 < len(batches) else None
-            yield from _transcribe_decoded(decoded, transcriber, options, on_start)
+        ahead: deque[Future[Decoded]] = deque()
+
+        def top_up() -> None:
+            while len(ahead) < size and (item := next(queue, None)) is not None:
+                ahead.append(pool.submit(_decode_one, item))
+
+        top_up()
+        group: list[Decoded] = []
+        seconds = 0.0
+        while ahead:
+            decoded = ahead.popleft().result()
+            top_up()
+            group.append(decoded)
+            if isinstance(decoded[1], Audio):
+                seconds += decoded[1].duration
+            if len(group) >= size or seconds >= max_group_seconds or not ahead:
+                yield from _transcribe_decoded(group, transcriber, options, on_start)
+                group, seconds = [], 0.0
 
 
 def _transcribe_decoded(
-    decoded: list[tuple[InputItem, Audio | TwiAsrError, float]],
+    decoded: list[Decoded],
     transcriber: Transcriber,
     options: TranscribeOptions,
     on_start: Callable[[InputItem, float], None] | None,

@@ -122,7 +122,9 @@ def test_an_interrupt_writes_the_report_then_a_rerun_finishes(src: Path, tmp_pat
     out = tmp_path / "out"
     seen: list[Any] = []
     with pytest.raises(KeyboardInterrupt):
-        run_batch(config(src, out, report=str(tmp_path / "r.json"), junit=str(tmp_path / "j.xml")),
+        # --batch-size 2: engine calls of two clips, so the interrupt comes after the first call
+        reports = {"report": str(tmp_path / "r.json"), "junit": str(tmp_path / "j.xml")}
+        run_batch(config(src, out, batch_size=2, **reports),
                   transcriber=FakeEngine(interrupt_at=2), on_report=seen.append)  # fmt: skip
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["status"] == "interrupted" and seen[0].exit_code == 130

@@ -22,7 +22,7 @@ from twi_asr.errors import (
     TwiAsrError,
     UsageError,
 )
-from twi_asr.pipeline import ItemResult, run_pipeline
+from twi_asr.pipeline import ItemResult, group_size, run_pipeline
 from twi_asr.storage import InputItem
 from twi_asr.types import TranscribeOptions, Transcript
 
@@ -99,6 +99,15 @@ def clips(tmp_path: Path) -> list[tuple[InputItem, int]]:
 
 def run(items: Sequence[InputItem], fake: FakeTranscriber, **kwargs: object) -> list[ItemResult]:
     return list(run_pipeline(items, fake, TranscribeOptions(), **kwargs))  # type: ignore[arg-type]
+
+
+def test_a_group_also_ends_after_max_group_seconds(clips: list[tuple[InputItem, int]]) -> None:
+    fake = FakeTranscriber()
+    # clips of 800, 1600 ... 4800 samples: 0.05, 0.1 ... 0.3 s; a group closes once it holds 0.25 s
+    results = run([i for i, _ in clips], fake, batch_size=100, max_group_seconds=0.25)
+    assert fake.batch_sizes == [3, 2, 1] and len(results) == 6
+    assert [n for b in fake.batches for n in b] == [n for _, n in clips]
+    assert group_size(4) == 16 and group_size(0) == 4
 
 
 def test_results_in_input_order(clips: list[tuple[InputItem, int]]) -> None:

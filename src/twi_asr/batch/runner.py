@@ -142,7 +142,7 @@ def _local_outcomes(
     items: Sequence[InputItem], config: BatchConfig, transcriber: Transcriber | None
 ) -> Iterator[Outcome]:
     """Local engine: cross-file batches through the one pipeline."""
-    from ..pipeline import run_pipeline
+    from ..pipeline import group_size, run_pipeline
 
     if transcriber is None:
         from ..cli import console
@@ -157,7 +157,8 @@ def _local_outcomes(
                 batch_size=config.batch_size,
                 long_form=config.long_form,
             )
-    batch = config.batch_size or getattr(transcriber, "batch_size", 1) or 1
+    # An explicit --batch-size is the clips per engine call; auto lets the engine sort a larger group.
+    batch = config.batch_size or group_size(getattr(transcriber, "batch_size", 1) or 1)
     for r in run_pipeline(items, transcriber, config.options, batch_size=batch):
         wall = r.transcript.timings.total if r.transcript is not None else 0.0
         yield Outcome(r.item, r.transcript, r.error, r.audio_seconds, wall, None)

@@ -54,7 +54,8 @@ BatchSizeOpt = Annotated[
         "-b",
         min=0,
         envvar="TWI_ASR_BATCH_SIZE",
-        help="Clips per engine batch; 0 = auto (16 on CUDA; on CPU 8 for ctranslate2, 4 for transformers).",
+        help="Clips per engine batch; 0 = auto (16 on CUDA; on CPU 8 for ctranslate2, 4 for transformers; "
+        "the engine then gets 4 batches at a time and sorts them by length).",
     ),
 ]
 LongFormOpt = Annotated[

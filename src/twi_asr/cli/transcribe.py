@@ -156,7 +156,7 @@ def run_transcribe(
     any model is loaded.
     """
     from ..engines import load_transcriber
-    from ..pipeline import run_pipeline
+    from ..pipeline import group_size, run_pipeline
     from ..sinks import open_sink, output_name
     from ..storage import discover
 
@@ -190,7 +190,7 @@ def run_transcribe(
                 items,
                 transcriber,
                 options,
-                batch_size=batch_size or getattr(transcriber, "batch_size", 1),
+                batch_size=batch_size or group_size(getattr(transcriber, "batch_size", 1)),
                 on_start=reporter.started,
             ):
                 _emit(result, sink, formats, many=len(found.items) > 1)
