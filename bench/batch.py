@@ -184,7 +184,7 @@ def versus(rows: list[Row]) -> list[str]:
 
 def print_table(rows: list[Row], title: str) -> None:
     """Ours next to the reference."""
-    header = ["row", "kind", "wall s", "vs ref", "files/min", "audio s", "RTF", "peak RSS MiB", "WER", "exit"]
+    header = ["row", "kind", "wall s", "time vs ref", "files/min", "audio s", "RTF", "peak RSS MiB", "WER", "exit"]
     body = [
         [r.name, r.kind, f"{r.wall_s:.2f}", vs, f"{r.files_per_min:.1f}", f"{r.audio_s:.1f}", f"{r.rtf:.3f}",
          "-" if r.peak_rss_mib is None else f"{r.peak_rss_mib:.0f}", f"{r.wer:.2%}",
