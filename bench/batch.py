@@ -42,7 +42,6 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import asdict
@@ -68,6 +67,7 @@ from transcribe_folder import (
     RowSpec,
     _wav_seconds,
     measure,
+    speak,
     tiny_en_ct2,
     twi_asr_executable,
     warm_page_cache,
@@ -112,18 +112,6 @@ VARIANTS = [(v, s) for v in VOICES for s in SPEEDS]
 
 
 # --------------------------------------------------------------------------- corpus
-def _speak(text: str, voice: str, speed: int, path: Path) -> None:
-    raw = path.with_suffix(".raw.wav")
-    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text],
-                   check=True, capture_output=True, timeout=60)  # fmt: skip
-    subprocess.run(
-        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(raw),
-         "-ar", "16000", "-ac", "1", "-c:a", "pcm_s16le", str(path)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    raw.unlink()
-
-
 def build_corpus(folder: Path, *, rebuild: bool = False) -> list[Clip]:
     """100 clips (25 sentences x 4 voice/speed variants) with a manifest; rebuilt when the recipe changes."""
     manifest = folder / "manifest.json"
@@ -140,7 +128,7 @@ def build_corpus(folder: Path, *, rebuild: bool = False) -> list[Clip]:
         folder.mkdir(parents=True)
         for v, (voice, speed) in enumerate(VARIANTS):
             for i, text in enumerate(SENTENCES):
-                _speak(text, voice, speed, folder / f"clip{v}{i:02d}.wav")
+                speak(text, folder / f"clip{v}{i:02d}.wav", voice=voice, speed=speed)
         manifest.write_text(json.dumps(recipe, indent=2) + "\n")
     return [
         Clip(folder / f"clip{v}{i:02d}.wav", text, _wav_seconds(folder / f"clip{v}{i:02d}.wav"))
@@ -184,7 +172,8 @@ def versus(rows: list[Row]) -> list[str]:
 
 def print_table(rows: list[Row], title: str) -> None:
     """Ours next to the reference."""
-    header = ["row", "kind", "wall s", "time vs ref", "files/min", "audio s", "RTF", "peak RSS MiB", "WER", "exit"]
+    header = ["row", "kind", "wall s", "time vs ref", "files/min", "audio s", "RTF", "peak RSS MiB", "WER",
+              "exit"]  # fmt: skip
     body = [
         [r.name, r.kind, f"{r.wall_s:.2f}", vs, f"{r.files_per_min:.1f}", f"{r.audio_s:.1f}", f"{r.rtf:.3f}",
          "-" if r.peak_rss_mib is None else f"{r.peak_rss_mib:.0f}", f"{r.wer:.2%}",

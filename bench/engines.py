@@ -44,7 +44,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import wave
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +62,14 @@ from _common import (
     warn_if_busy,
     write_json,
 )
-from transcribe_folder import SENTENCES, build_corpus, tiny_en_ct2, tiny_en_hf, twi_asr_executable
+from transcribe_folder import (
+    SENTENCES,
+    _wav_seconds,
+    build_corpus,
+    tiny_en_ct2,
+    tiny_en_hf,
+    twi_asr_executable,
+)
 
 BEAM_SIZE = 5
 LONG_TARGET_S = 300.0
@@ -168,11 +174,6 @@ class InputSet:
     def audio_s(self) -> float:
         """Total audio seconds."""
         return sum(i.seconds for i in self.items)
-
-
-def _wav_seconds(path: Path) -> float:
-    with wave.open(str(path), "rb") as w:
-        return w.getnframes() / float(w.getframerate())
 
 
 def _ffmpeg(*args: str) -> None:

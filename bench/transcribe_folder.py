@@ -148,11 +148,15 @@ def _wav_seconds(path: Path) -> float:
         return w.getnframes() / float(w.getframerate())
 
 
-def speak(text: str, path: Path) -> Path:
-    """espeak-ng English speech at 16 kHz mono 16-bit (as ``speak()`` in the integration tests)."""
+def speak(text: str, path: Path, *, voice: str = "en-us", speed: int | None = None) -> Path:
+    """espeak-ng speech at 16 kHz mono 16-bit (as ``speak()`` in the integration tests).
+
+    ``speed`` in words per minute (espeak-ng's own default, 175, when None).
+    """
     raw = path.with_suffix(".raw.wav")
+    rate = [] if speed is None else ["-s", str(speed)]
     subprocess.run(
-        ["espeak-ng", "-v", "en-us", "-w", str(raw), text], check=True, capture_output=True, timeout=60
+        ["espeak-ng", "-v", voice, *rate, "-w", str(raw), text], check=True, capture_output=True, timeout=60
     )
     subprocess.run(
         ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(raw),
