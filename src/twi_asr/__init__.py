@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AudioError,
+    AudioTooLongError,
     DependencyMissingError,
     EnvironmentProblem,
     InputError,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "Audio",
     "AudioError",
+    "AudioTooLongError",
     "DependencyMissingError",
     "EnvironmentProblem",
     "InputError",

@@ -40,6 +40,19 @@ class AudioError(InputError):
     code = "invalid_audio"
 
 
+class AudioTooLongError(AudioError):
+    """An input is longer than the caller's limit; found from its header or while decoding,
+    before the whole file is held in memory (a 10-hour upload is refused, not decoded)."""
+
+    code = "audio_too_long"
+
+    def __init__(self, message: str, *, seconds: float, limit: float) -> None:
+        super().__init__(message)
+        self.seconds = seconds
+        """How long the audio is known to be (at least)."""
+        self.limit = limit
+
+
 class InputNotFoundError(InputError):
     """A named input file, folder or glob does not exist."""
 
@@ -67,6 +80,7 @@ class DependencyMissingError(EnvironmentProblem):
 
 __all__ = [
     "AudioError",
+    "AudioTooLongError",
     "DependencyMissingError",
     "EnvironmentProblem",
     "InputError",

@@ -17,6 +17,7 @@ import twi_asr
 EXPECTED_ALL = [
     "Audio",
     "AudioError",
+    "AudioTooLongError",
     "DependencyMissingError",
     "EnvironmentProblem",
     "InputError",
