@@ -32,6 +32,32 @@ class Segment:
     end: float
     text: str
     words: tuple[Word, ...] | None = None
+    avg_logprob: float | None = None
+    """Mean natural-log probability of the decoded tokens (of the 30 s window it came from)."""
+    compression_ratio: float | None = None
+    """gzip ratio of the window's text: high means repetitive (a looping decode)."""
+    no_speech_prob: float | None = None
+    """The model's probability of its no-speech token at the start of the window."""
+    temperature: float | None = None
+    """The temperature of the decode that was kept (0.0 = beam search / greedy)."""
+
+
+_SEGMENT_FLOATS = ("avg_logprob", "compression_ratio", "no_speech_prob", "temperature")
+"""Segment fields that are optional floats: left out of :meth:`Transcript.to_dict` when None."""
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One decoded token (OpenAI's ``include[]=logprobs`` shape).
+
+    ``token`` is its text (a token that holds part of a multi-byte letter such as ``ɛ`` shows
+    U+FFFD; its ``bytes`` are exact: join them to rebuild the text), ``logprob`` its natural-log
+    probability.
+    """
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -54,6 +80,12 @@ class Transcript:
     model: str | None = None
     engine: str | None = None
     timings: Timings = field(default_factory=Timings)
+    language_probability: float | None = None
+    """How sure language detection was (1.0 when the language was given or the model is
+    English-only, as faster-whisper reports it); None when the engine cannot tell."""
+    logprobs: tuple[TokenLogprob, ...] | None = None
+    """Every text token of ``text`` with its log-probability, when asked for
+    (:attr:`TranscribeOptions.token_logprobs`) and the engine could give them."""
 
     @property
     def words(self) -> tuple[Word, ...]:
@@ -69,8 +101,14 @@ class Transcript:
         d = asdict(self)
         d["words"] = [asdict(w) for w in self.words]
         for seg in d["segments"]:
-            if seg["words"] is None:
-                del seg["words"]
+            for key in ("words", *_SEGMENT_FLOATS):
+                if seg[key] is None:
+                    del seg[key]
+        for key in ("language_probability", "logprobs"):
+            if d[key] is None:
+                del d[key]
+        if "logprobs" in d:
+            d["logprobs"] = [{**lp, "bytes": list(lp["bytes"])} for lp in d["logprobs"]]
         return d
 
     @classmethod
@@ -83,9 +121,12 @@ class Transcript:
                 end=float(s["end"]),
                 text=s["text"],
                 words=tuple(Word(**w) for w in s["words"]) if s.get("words") is not None else None,
+                **{k: float(s[k]) for k in _SEGMENT_FLOATS if s.get(k) is not None},
             )
             for s in d.get("segments", ())
         )
+        logprobs = d.get("logprobs")
+        language_probability = d.get("language_probability")
         return cls(
             text=d["text"],
             language=d.get("language"),
@@ -94,6 +135,17 @@ class Transcript:
             model=d.get("model"),
             engine=d.get("engine"),
             timings=Timings(**d.get("timings", {})),
+            language_probability=float(language_probability) if language_probability is not None else None,
+            logprobs=tuple(
+                TokenLogprob(
+                    token=lp["token"],
+                    logprob=float(lp["logprob"]),
+                    bytes=tuple(int(b) for b in lp.get("bytes", ())),
+                )
+                for lp in logprobs
+            )
+            if logprobs is not None
+            else None,
         )
 
 
@@ -118,6 +170,8 @@ class TranscribeOptions:
     log_prob_threshold: float | None = -1.0
     no_speech_threshold: float | None = 0.6
     condition_on_previous_text: bool = True
+    token_logprobs: bool = False
+    """Fill :attr:`Transcript.logprobs` (opt-in: it costs one more decoder pass per batch)."""
 
     def __post_init__(self) -> None:
         from .errors import UsageError

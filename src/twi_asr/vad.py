@@ -127,7 +127,12 @@ def _shift_words(words: tuple[Word, ...] | None, by: float) -> tuple[Word, ...] 
 def stitch(
     pieces: Sequence[Piece], parts: Sequence[Transcript], *, duration: float, language: str | None
 ) -> Transcript:
-    """One transcript for the whole clip: each piece's segments (and words) moved by its offset."""
+    """One transcript for the whole clip: each piece's segments (and words) moved by its offset.
+
+    Segments keep their other fields (avg_logprob...); the pieces' token ``logprobs`` are
+    joined in order (None if any piece has none); ``language_probability`` is the first
+    piece's.
+    """
     from .engines.base import make_transcript
 
     segments: list[Segment] = []
@@ -138,12 +143,17 @@ def stitch(
             end = round(min(s.end + piece.offset, piece_end), 3)
             segments.append(replace(s, start=start, end=end, words=_shift_words(s.words, piece.offset)))
     first = parts[0] if parts else None
+    logprobs = None
+    if parts and all(p.logprobs is not None for p in parts):
+        logprobs = tuple(lp for p in parts for lp in p.logprobs or ())
     return make_transcript(
         segments,
         language=language if language is not None else (first.language if first else None),
         duration=duration,
         model=first.model if first else "",
         engine=first.engine if first else "",
+        language_probability=first.language_probability if first else None,
+        logprobs=logprobs,
     )
 
 

@@ -41,6 +41,8 @@ def load_transcriber(
     batch_size: int = 0,
     cache_dir: Path | None = None,
     long_form: str = "auto",
+    workers: int = 1,
+    cpu_threads: int = 0,
 ) -> Transcriber:
     """Resolve ``model`` (alias, folder, hub id or s3:// prefix) and load an engine for it.
 
@@ -60,7 +62,16 @@ def load_transcriber(
     stitched back with their offsets; ``sequential`` is Whisper's window-by-window loop,
     each window conditioned on the previous text; ``auto`` = vad when faster-whisper and
     onnxruntime are installed (see :mod:`twi_asr.vad`).
+
+    ``workers``: how many ``transcribe`` calls may run at once from different threads
+    (ctranslate2 only: model replicas sharing the weights; the transformers engine patches
+    its model per call and takes 1). ``cpu_threads``: threads per worker (ctranslate2) or
+    torch's intra-op threads (transformers); 0 leaves the library's default.
     """
+    if workers < 1:
+        raise UsageError(f"workers must be at least 1, not {workers}")
+    if cpu_threads < 0:
+        raise UsageError(f"cpu threads must be 0 (auto) or more, not {cpu_threads}")
     if device not in DEVICES:
         raise UsageError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
     if engine not in ENGINES:  # before resolving: a typo must not cost a download
@@ -72,8 +83,14 @@ def load_transcriber(
 
         return CTranslate2Transcriber(
             resolved.path, model_name=resolved.name, device=device, compute_type=compute_type,
-            batch_size=batch_size, long_form=long_form,
+            batch_size=batch_size, long_form=long_form, workers=workers, cpu_threads=cpu_threads,
         )  # fmt: skip
+    if workers > 1:
+        raise UsageError(
+            f"workers={workers}: the transformers engine runs one transcribe at a time (it cuts the "
+            "encoder window on the shared model during each call); use --engine ctranslate2 for "
+            "concurrent workers, or run more server replicas"
+        )
     from .transformers import TransformersTranscriber
 
     if compute_type not in ("default", "float32", "float16", "bfloat16", "int8"):
@@ -83,5 +100,5 @@ def load_transcriber(
         )
     return TransformersTranscriber(
         resolved.path, model_name=resolved.name, device=device, dtype=compute_type, batch_size=batch_size,
-        long_form=long_form,
+        long_form=long_form, cpu_threads=cpu_threads,
     )  # fmt: skip

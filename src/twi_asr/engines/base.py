@@ -8,12 +8,16 @@ safe to call from one worker thread at a time.
 
 from __future__ import annotations
 
+import functools
+import math
+import zlib
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..types import Segment, TranscribeOptions, Transcript, Word
+from ..types import Segment, TokenLogprob, TranscribeOptions, Transcript, Word
 
 AudioInput = np.ndarray
 """float32 mono samples at 16 kHz (see :func:`twi_asr.audio.decode_audio`)."""
@@ -72,24 +76,74 @@ def clean_text(text: str) -> str:
 
 
 def make_transcript(
-    segments: list[Segment], *, language: str | None, duration: float, model: str, engine: str
+    segments: list[Segment],
+    *,
+    language: str | None,
+    duration: float,
+    model: str,
+    engine: str,
+    language_probability: float | None = None,
+    logprobs: tuple[TokenLogprob, ...] | None = None,
 ) -> Transcript:
-    """Assemble a Transcript: drop empty segments, keep times inside ``[0, duration]``, renumber."""
+    """Assemble a Transcript: drop empty segments, keep times inside ``[0, duration]``, renumber
+    (every other segment field, such as ``avg_logprob``, is kept)."""
     kept = [s for s in segments if s.text]
     renumbered = tuple(
-        Segment(
+        replace(
+            s,
             id=i,
             start=min(max(s.start, 0.0), duration),
             end=min(max(s.end, s.start, 0.0), duration),
-            text=s.text,
-            words=s.words,
         )
         for i, s in enumerate(kept)
     )
     text = clean_text(" ".join(s.text for s in renumbered))
     return Transcript(
-        text=text, language=language, duration=duration, segments=renumbered, model=model, engine=engine
+        text=text,
+        language=language,
+        duration=duration,
+        segments=renumbered,
+        model=model,
+        engine=engine,
+        language_probability=language_probability,
+        logprobs=logprobs,
     )
+
+
+def compression_ratio(text: str) -> float:
+    """Whisper's repetition gauge: UTF-8 length over zlib-compressed length (faster-whisper's)."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+@functools.lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet (one printable character per byte), inverted."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1)]
+    printable += range(ord("\xae"), ord("\xff") + 1)
+    chars = dict(zip(printable, printable, strict=True))
+    extra = 0
+    for b in range(256):
+        if b not in chars:
+            chars[b] = 256 + extra
+            extra += 1
+    return {chr(c): b for b, c in chars.items()}
+
+
+def token_logprobs(pieces: Sequence[str], logprobs: Sequence[float]) -> tuple[TokenLogprob, ...]:
+    """TokenLogprobs from Whisper's byte-level BPE pieces (``"\u0120Please"``) and log-probs.
+
+    A piece's bytes are exact; its text is those bytes as UTF-8 (U+FFFD where a letter's bytes
+    are split over two tokens). A probability of 0 is kept finite (log-prob -1e4) so
+    the result stays valid JSON.
+    """
+    decoder = _byte_decoder()
+    out: list[TokenLogprob] = []
+    for piece, lp in zip(pieces, logprobs, strict=True):
+        raw = bytes(decoder[c] for c in piece) if all(c in decoder for c in piece) else piece.encode("utf-8")
+        value = 0.0 if math.isnan(lp) else min(0.0, max(float(lp), -1e4))
+        out.append(TokenLogprob(token=raw.decode("utf-8", errors="replace"), logprob=value, bytes=tuple(raw)))
+    return tuple(out)
 
 
 def clamp_words(words: list[Word], start: float, end: float) -> tuple[Word, ...]:

@@ -16,6 +16,14 @@ step, although the rows of one clip's beams hold the same encoder keys and
 values. That copy was 30 % of the batched decode on 2 CPU cores; during our
 calls it is skipped (:func:`skip_cross_attention_reorder`), token-for-token
 the same output.
+
+Decode quality: ``compression_ratio`` of each window's text always; ``avg_logprob`` and
+``temperature`` when generate kept per-step scores and the temperature is known: the default
+temperature ladder makes transformers keep them (its fallback needs them), so they cost
+nothing more there; with a single temperature they are kept only for ``token_logprobs``.
+``no_speech_prob`` stays None (transformers keeps it inside a logits processor).
+``language_probability``: the softmax over language tokens of the detection step (1.0 when
+the language is given or the model English-only).
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import numpy as np
 
 from ..errors import DependencyMissingError, ModelNotFoundError, UsageError
 from ..languages import language_code, resolve_language
-from ..types import Segment, TranscribeOptions, Transcript, Word
+from ..types import Segment, TokenLogprob, TranscribeOptions, Transcript, Word
 from .base import (
     HOP_LENGTH,
     MAX_FRAMES,
@@ -39,7 +47,9 @@ from .base import (
     AudioInput,
     clamp_words,
     clean_text,
+    compression_ratio,
     make_transcript,
+    token_logprobs,
     window_frames,
 )
 
@@ -165,6 +175,7 @@ class TransformersTranscriber:
         fit_windows: bool = True,
         skip_cross_reorder: bool = True,
         long_form: str = "auto",
+        cpu_threads: int = 0,
     ) -> None:
         """Load the checkpoint in ``path``.
 
@@ -175,7 +186,9 @@ class TransformersTranscriber:
         in the module docstring, on by default; off only to measure or to rule them out.
         ``long_form``: clips over 30 s are ``vad`` split on silence and batched
         (:mod:`twi_asr.vad`), or decoded by transformers' ``sequential`` loop; ``auto`` = vad
-        when faster-whisper and onnxruntime are installed.
+        when faster-whisper and onnxruntime are installed. ``cpu_threads``: torch's intra-op
+        threads (process-wide), 0 = torch's default. One ``transcribe`` at a time: the window
+        cut patches the shared model during a call.
         """
         from ..vad import resolve_long_form
 
@@ -192,6 +205,8 @@ class TransformersTranscriber:
             raise DependencyMissingError(
                 "the transformers engine needs torch and transformers: pip install 'twi-asr[transformers]'"
             ) from exc
+        if cpu_threads > 0:
+            torch.set_num_threads(cpu_threads)
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         if device == "auto":
@@ -230,6 +245,7 @@ class TransformersTranscriber:
         tok = self.processor.tokenizer
         self._timestamp_begin = int(tok.convert_tokens_to_ids("<|notimestamps|>")) + 1
         self._eos = int(tok.eos_token_id)
+        self._language_probabilities: list[float] = []  # of the last _detect_languages call
 
     @property
     def _feature_dtype(self) -> Any:
@@ -263,18 +279,20 @@ class TransformersTranscriber:
             return transcribe_split(
                 arrays,
                 lambda work: self._transcribe(work, options),
-                empty=lambda duration: self._empty(duration, language),
+                empty=lambda duration: self._empty(duration, language, options),
                 is_long=lambda a: len(a) > SHORT_FORM_SAMPLES,
             )
         return self._transcribe(arrays, options)
 
-    def _empty(self, duration: float, language: str | None) -> Transcript:
+    def _empty(self, duration: float, language: str | None, options: TranscribeOptions) -> Transcript:
         return make_transcript(
             [],
             language=language if self.multilingual else "en",
             duration=duration,
             model=self.model_name,
             engine=self.engine,
+            language_probability=1.0 if language or not self.multilingual else None,
+            logprobs=() if options.token_logprobs else None,
         )
 
     def _transcribe(self, arrays: list[np.ndarray], options: TranscribeOptions) -> list[Transcript]:
@@ -284,7 +302,7 @@ class TransformersTranscriber:
         todo: list[int] = []
         for i, a in enumerate(arrays):
             if len(a) == 0 or not np.any(a):  # silence: nothing to decode
-                results[i] = self._empty(len(a) / SAMPLE_RATE, language)
+                results[i] = self._empty(len(a) / SAMPLE_RATE, language, options)
             else:
                 todo.append(i)
         # shortest first: similar lengths share a batch, so its window is not much longer than any clip
@@ -319,6 +337,8 @@ class TransformersTranscriber:
                 kw["no_speech_threshold"] = options.no_speech_threshold
         if options.word_timestamps:
             kw["return_token_timestamps"] = True
+        if options.token_logprobs:
+            kw["output_scores"] = True  # the ladder keeps them anyway (its fallback reads them)
         if options.initial_prompt:
             kw["prompt_ids"] = self.processor.get_prompt_ids(options.initial_prompt, return_tensors="pt").to(
                 self.device
@@ -349,6 +369,7 @@ class TransformersTranscriber:
         features = feats.input_features.to(self.device, dtype=self._feature_dtype)
         mask = feats.attention_mask.to(self.device)
         detected: list[str | None] = [language] * len(batch)
+        sureness: list[float | None] = [1.0] * len(batch)
         kw = self._generate_kwargs(options, language)
         torch.manual_seed(0)  # temperature fallback samples: same audio, same text
         with (
@@ -358,32 +379,58 @@ class TransformersTranscriber:
         ):
             assert fitted or frames == MAX_FRAMES  # __init__ turned fit_windows off otherwise
             if self.multilingual and not language:
+                self._language_probabilities = []
                 detected = [d or "en" for d in self._detect_languages(features)]  # what generate is told
+                found = self._language_probabilities
+                sureness = list(found) if len(found) == len(batch) else [None] * len(batch)
                 kw["language"] = detected
             out = self.model.generate(features, attention_mask=mask, **kw)
         transcripts = []
         for b, audio in enumerate(batch):
             duration = len(audio) / SAMPLE_RATE
-            segs = self._segments(out["segments"][b], duration, options.word_timestamps)
+            segs, logprobs = self._segments(out["segments"][b], duration, options)
             lang = detected[b] if self.multilingual else "en"
             transcripts.append(
                 make_transcript(
-                    segs, language=lang, duration=duration, model=self.model_name, engine=self.engine
+                    segs,
+                    language=lang,
+                    duration=duration,
+                    model=self.model_name,
+                    engine=self.engine,
+                    language_probability=sureness[b] if self.multilingual else 1.0,
+                    logprobs=logprobs,
                 )
             )
         return transcripts
 
     def _detect_languages(self, features: Any) -> list[str | None]:
-        """One decoder step on the first window: the language token per clip."""
+        """One decoder step on the first window: the language per clip (what
+        ``model.detect_language`` computes); their probabilities (softmax over the language
+        tokens) are left in ``self._language_probabilities`` (one call at a time: see __init__)."""
         torch = self._torch
+        gen = self.model.generation_config
+        lang_ids = list(gen.lang_to_id.values())
+        sot = torch.full((features.shape[0], 1), gen.decoder_start_token_id, device=self.device)
         with torch.inference_mode():
-            ids = self.model.detect_language(features[:, :, :MAX_FRAMES])
+            logits = self.model(
+                input_features=features[:, :, :MAX_FRAMES], decoder_input_ids=sot, use_cache=False
+            ).logits[:, -1]
+            probs = logits[:, lang_ids].float().softmax(-1)
+            best, where = probs.max(-1)
         tok = self.processor.tokenizer
-        return [language_code(tok.convert_ids_to_tokens(int(i))) for i in ids.view(-1)]
+        self._language_probabilities = [round(float(p), 4) for p in best.tolist()]
+        return [language_code(tok.convert_ids_to_tokens(lang_ids[int(i)])) for i in where.tolist()]
 
-    def _segments(self, raw: list[dict[str, Any]], duration: float, words: bool) -> list[Segment]:
+    def _segments(
+        self, raw: list[dict[str, Any]], duration: float, options: TranscribeOptions
+    ) -> tuple[list[Segment], tuple[TokenLogprob, ...] | None]:
         tok = self.processor.tokenizer
         out: list[Segment] = []
+        windows: dict[int, tuple[float | None, float]] = {}  # id(window result) -> avg_logprob, ratio
+        temperature = options.temperatures[0] if len(options.temperatures) == 1 else None
+        pieces: list[str] = []
+        values: list[float] = []
+        complete = True  # every kept segment had scores
         for seg in raw:
             tokens = [int(t) for t in seg["tokens"]]
             text = clean_text(tok.decode(tokens, skip_special_tokens=True))
@@ -392,10 +439,65 @@ class TransformersTranscriber:
             if end < start:
                 end = start
             seg_words = None
-            if words and seg.get("token_timestamps") is not None:
+            if options.word_timestamps and seg.get("token_timestamps") is not None:
                 seg_words = clamp_words(self._words(tokens, seg["token_timestamps"], start, end), start, end)
-            out.append(Segment(id=len(out), start=start, end=end, text=text, words=seg_words))
-        return out
+            result = seg.get("result")
+            temp = 0.0 if isinstance(result, dict) and "sequences_scores" in result else temperature
+            step = self._step_logprobs(result, temp)
+            key = id(result)
+            if key not in windows:
+                windows[key] = self._window_quality(result, step)
+            avg, ratio = windows[key]
+            if text and options.token_logprobs:
+                if step is None:
+                    complete = False
+                else:
+                    lo = int(seg["idxs"][0])
+                    for k, t in enumerate(tokens):
+                        if t < self._eos and 0 <= lo + k - step[0] < len(step[1]):
+                            pieces.append(tok.convert_ids_to_tokens(t))
+                            values.append(step[1][lo + k - step[0]])
+            out.append(
+                Segment(
+                    id=len(out),
+                    start=start,
+                    end=end,
+                    text=text,
+                    words=seg_words,
+                    avg_logprob=avg,
+                    compression_ratio=ratio,
+                    temperature=temp,
+                )  # fmt: skip
+            )
+        logprobs = token_logprobs(pieces, values) if options.token_logprobs and complete else None
+        return out, logprobs
+
+    def _step_logprobs(self, result: Any, temperature: float | None) -> tuple[int, list[float]] | None:
+        """For one generate result: (position of its first generated token in ``sequences``, the
+        log-probability of the token chosen at each step, up to end-of-text), or None without
+        scores or when the temperature is unknown (a sampled fallback step is scaled by it)."""
+        if temperature is None or not isinstance(result, dict) or not result.get("scores"):
+            return None
+        torch = self._torch
+        scores, sequence = result["scores"], result["sequences"]
+        first = len(sequence) - len(scores)
+        chosen = sequence[first:].to(torch.long)
+        steps = torch.stack(list(scores)).float() * (temperature if temperature > 0 else 1.0)
+        logp = torch.log_softmax(steps, dim=-1).gather(-1, chosen.view(-1, 1).cpu()).view(-1)
+        ends = (chosen == self._eos).nonzero()
+        n = int(ends[0]) + 1 if len(ends) else len(chosen)
+        return first, [max(float(v), -1e4) for v in logp[:n]]
+
+    def _window_quality(
+        self, result: Any, step: tuple[int, list[float]] | None
+    ) -> tuple[float | None, float]:
+        """A window's avg_logprob (mean over its tokens, end-of-text included) and compression ratio."""
+        tok = self.processor.tokenizer
+        ratio = 0.0
+        if isinstance(result, dict) and "sequences" in result:
+            ratio = compression_ratio(tok.decode(result["sequences"], skip_special_tokens=True).strip())
+        avg = round(sum(step[1]) / len(step[1]), 4) if step and step[1] else None
+        return avg, round(ratio, 4)
 
     def _words(self, tokens: list[int], times: Any, seg_start: float, seg_end: float) -> list[Word]:
         """Group sub-word tokens into words; a leading space starts a new word.
