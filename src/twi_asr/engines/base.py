@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import math
-import zlib
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Protocol, runtime_checkable
@@ -108,12 +107,6 @@ def make_transcript(
         language_probability=language_probability,
         logprobs=logprobs,
     )
-
-
-def compression_ratio(text: str) -> float:
-    """Whisper's repetition gauge: UTF-8 length over zlib-compressed length (faster-whisper's)."""
-    data = text.encode("utf-8")
-    return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
 @functools.lru_cache(maxsize=1)

@@ -39,6 +39,7 @@ import numpy as np
 
 from ..errors import DependencyMissingError, ModelNotFoundError, UsageError
 from ..languages import language_code, resolve_language
+from ..text import compression_ratio
 from ..types import Segment, TokenLogprob, TranscribeOptions, Transcript, Word
 from .base import (
     HOP_LENGTH,
@@ -47,7 +48,6 @@ from .base import (
     AudioInput,
     clamp_words,
     clean_text,
-    compression_ratio,
     make_transcript,
     token_logprobs,
     window_frames,
