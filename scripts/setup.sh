@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(ffmpeg espeak-ng sox libsndfile1)
+# chromium: the browser tests of the page at / (Playwright drives /usr/bin/chromium; its fonts-* deps
+# carry the glyphs for ɛ ɔ ŋ). Playwright's own browser download is not used.
+APT_PACKAGES=(ffmpeg espeak-ng sox libsndfile1 chromium fonts-dejavu-core)
 if [[ "${TWI_ASR_SKIP_APT:-0}" != "1" ]] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
