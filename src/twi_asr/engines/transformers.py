@@ -426,7 +426,7 @@ class TransformersTranscriber:
     ) -> tuple[list[Segment], tuple[TokenLogprob, ...] | None]:
         tok = self.processor.tokenizer
         out: list[Segment] = []
-        windows: dict[int, tuple[float | None, float]] = {}  # id(window result) -> avg_logprob, ratio
+        windows: dict[int, tuple[Any, float | None, float]] = {}  # id(result) -> steps, avg_logprob, ratio
         temperature = options.temperatures[0] if len(options.temperatures) == 1 else None
         pieces: list[str] = []
         values: list[float] = []
@@ -443,11 +443,11 @@ class TransformersTranscriber:
                 seg_words = clamp_words(self._words(tokens, seg["token_timestamps"], start, end), start, end)
             result = seg.get("result")
             temp = 0.0 if isinstance(result, dict) and "sequences_scores" in result else temperature
-            step = self._step_logprobs(result, temp)
             key = id(result)
-            if key not in windows:
-                windows[key] = self._window_quality(result, step)
-            avg, ratio = windows[key]
+            if key not in windows:  # the segments of one window share its result
+                step = self._step_logprobs(result, temp)
+                windows[key] = (step, *self._window_quality(result, step))
+            step, avg, ratio = windows[key]
             if text and options.token_logprobs:
                 if step is None:
                     complete = False
