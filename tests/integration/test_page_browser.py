@@ -246,7 +246,8 @@ def test_record_with_fake_microphone(page: Any, clips: Clips) -> None:
     assert page.inner_text("#record-timer") != "00:00.0"
     page.click("#record-btn")
     page.wait_for_selector("#record-btn[aria-pressed='false']")
-    page.wait_for_function("document.getElementById('file-name').textContent.includes('recording.webm')")
+    # Functions, not strings: the page's CSP has no 'unsafe-eval', which string predicates need.
+    page.wait_for_function("() => document.getElementById('file-name').textContent.includes('.webm')")
     assert page.evaluate("document.getElementById('preview').src.startsWith('blob:')")
     page.click("#transcribe-btn")
     text = _wait_done(page)
@@ -349,9 +350,10 @@ def test_api_key_is_sent_kept_in_the_tab_and_401_is_explained(page: Any, clips: 
     assert "API key" in status and "missing or wrong API key" in status
 
     page.fill("#api-key", "s3cret")
-    page.click("#transcribe-btn")
-    page.wait_for_function("document.getElementById('status').textContent.includes('API key') && "
-                           "document.getElementById('transcribe-btn').disabled === false")  # fmt: skip
+    with page.expect_request(API):
+        page.click("#transcribe-btn")
+    page.wait_for_selector("#live-text[data-state='error']")
+    page.wait_for_selector("#transcribe-btn:enabled")
     assert seen[-1] == "Bearer s3cret"
     page.reload()
     assert page.input_value("#api-key") == "s3cret"
