@@ -271,6 +271,28 @@ def test_non_audio_file_shows_the_servers_message(page: Any, clips: Clips, serve
     assert page.is_enabled("#transcribe-btn")  # ready for another try
 
 
+def test_with_an_api_key_the_page_opens_and_the_key_unlocks_the_api(
+    browser: Any, clips: Clips, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    key = "page-test-key"
+    srv = start_server(tmp_path_factory.mktemp("page-keyed") / "server.log", env={"TWI_ASR_API_KEY": key})
+    context = browser.new_context(base_url=srv.url)
+    try:
+        pg = context.new_page()
+        assert pg.goto("/").status == 200  # the page and its assets need no key
+        assert pg.evaluate("typeof window.TwiAsrPage") == "object"
+        pg.set_input_files("#file-input", str(clips.short))
+        pg.click("#transcribe-btn")
+        pg.wait_for_selector("#live-text[data-state='error']", timeout=60_000)
+        assert "API key" in pg.inner_text("#status")
+        pg.fill("#api-key", key)
+        pg.click("#transcribe-btn")
+        assert wer(clips.short_text, _wait_done(pg)) < 0.35
+    finally:
+        context.close()
+        stop_server(srv)
+
+
 # ------------------------------------------------------------------ stubbed server answers
 def test_twi_letters_render_and_survive_the_downloads(page: Any, clips: Clips) -> None:
     sent: list[bytes] = []
@@ -368,6 +390,20 @@ def test_keyboard_alone_reaches_the_controls(page: Any) -> None:
     for control in ("file-input", "record-btn", "language", "api-key", "transcribe-btn"):
         named = "id => { const el = document.getElementById(id); return el.labels.length || el.innerText; }"
         assert page.evaluate(named, control), control
+
+
+def test_a_file_dropped_on_the_zone_is_chosen(page: Any) -> None:
+    assert page.is_disabled("#transcribe-btn")
+    transfer = page.evaluate_handle(
+        """() => { const dt = new DataTransfer();
+        dt.items.add(new File([new Uint8Array(2048)], 'dropped ɛ.wav', {type: 'audio/wav'})); return dt; }"""
+    )
+    page.dispatch_event("#drop-zone", "dragover", {"dataTransfer": transfer})
+    assert "over" in page.get_attribute("#drop-zone", "class")
+    page.dispatch_event("#drop-zone", "drop", {"dataTransfer": transfer})
+    assert page.inner_text("#file-name") == "dropped ɛ.wav (2 KB)"
+    assert "over" not in page.get_attribute("#drop-zone", "class")
+    assert page.is_enabled("#transcribe-btn")
 
 
 def test_the_pages_parser_and_writers(page: Any) -> None:
