@@ -267,7 +267,7 @@
   }
 
   function onDelta(event) {
-    const piece = String(event.delta || "");
+    const piece = text ? String(event.delta || "") : String(event.delta || "").trimStart();
     const joined = joinDelta(text, piece);
     const span = document.createElement("span");
     span.className = "delta";
