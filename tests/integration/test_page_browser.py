@@ -88,9 +88,6 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> Clips:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    if os.environ.get("TMP_PAGE_SERVER_URL"):  # TEMPORARY until app.py mounts the page
-        yield Server(os.environ["TMP_PAGE_SERVER_URL"], None, Path("/tmp/pagework/server.log"))  # type: ignore[arg-type]
-        return
     srv = start_server(tmp_path_factory.mktemp("page-server") / "server.log")
     yield srv
     stop_server(srv)
@@ -131,7 +128,10 @@ def page(browser: Any, server: Server) -> Iterator[Any]:
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    pg.goto("/")
+    answer = pg.goto("/")
+    assert answer is not None and answer.status == 200, (
+        f"GET / answered {answer and answer.status}: create_app must call server.page.mount_page(app)"
+    )
     yield pg
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
