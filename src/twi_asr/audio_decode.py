@@ -219,7 +219,9 @@ def _decode_av(src: Source, max_seconds: float | None) -> tuple[SampleSink, list
 
     label = src.label
     skipped = 0
+    failed_last = False
     first_error: str | None = None
+    last_error: str | None = None
     warnings: list[str] = []
     # A file object, not a path string: FFmpeg would interpret "http:..." or
     # "concat:..." in a file name as a protocol.
@@ -246,8 +248,11 @@ def _decode_av(src: Source, max_seconds: float | None) -> tuple[SampleSink, list
                         raise
                     except Exception as exc:  # skip a corrupt packet, like ffmpeg does
                         skipped += 1
-                        first_error = first_error or _reason(exc, src)
+                        last_error = _reason(exc, src)
+                        first_error = first_error or last_error
+                        failed_last = True
                         continue
+                    failed_last = failed_last and not packet.size  # the final flush packet is empty
                     for frame in frames:
                         sink.add(_frame_to_mono(frame), int(frame.sample_rate))
             except (TwiAsrError, MemoryError):
@@ -256,6 +261,10 @@ def _decode_av(src: Source, max_seconds: float | None) -> tuple[SampleSink, list
                 first_error = first_error or _reason(exc, src)
                 if sink.native_samples:
                     warnings.append(_ends_early(sink.native_seconds, reason=_reason(exc, src)))
+            else:
+                if failed_last and sink.native_samples:  # a packet cut in half: the file ends there
+                    skipped -= 1
+                    warnings.append(_ends_early(sink.native_seconds, reason=last_error))
     except (TwiAsrError, MemoryError):
         raise
     except Exception as exc:  # av.open: not a media file at all
@@ -266,12 +275,12 @@ def _decode_av(src: Source, max_seconds: float | None) -> tuple[SampleSink, list
 
     if not sink.native_samples and first_error is not None:
         raise DecodeFailed(f"nothing decodable ({first_error})")
-    if skipped and sink.native_samples:
-        plural = "s" if skipped > 1 else ""
-        warnings.append(f"skipped {skipped} corrupt packet{plural} (first: {first_error})")
     decoded = sink.native_seconds
     if trusted and header and not warnings and header - decoded > max(1.0, 0.05 * header):
         warnings.append(_ends_early(decoded, promised=header))  # e.g. an MP3 cut off at a frame edge
+    if skipped and sink.native_samples:
+        plural = "s" if skipped > 1 else ""
+        warnings.append(f"skipped {skipped} corrupt packet{plural} (first: {first_error})")
     return sink, warnings
 
 
