@@ -45,14 +45,15 @@ Damaged inputs
   of a recording beats none, and this is what ffmpeg itself does. Corrupt
   packets in the middle of a stream are skipped, as ffmpeg's CLI does; only
   when nothing at all decodes is it an error. Both are reported in
-  :attr:`Audio.warnings` ("the file ends early: decoded 12.3 s (...)"). An MP4/M4A whose index ("moov"
-  atom) was cut off is not decodable at all and raises :class:`AudioError`.
+  :attr:`Audio.warnings` ("the file ends early: decoded 12.3 s (...)"). An
+  MP4/M4A whose index ("moov" atom) was cut off is not decodable at all and
+  raises :class:`AudioError`.
 * Silence is valid audio and decodes to zeros; NaN or infinite samples (only
   possible in float files) raise :class:`AudioError`.
 
 ``av``, ``soundfile`` and ``soxr`` are imported inside the functions that use
-them (in the two lower modules) so that ``import twi_asr.audio`` stays cheap (CLI ``--help``, the server's
-import time, tests that never decode).
+them (in the two lower modules) so that ``import twi_asr.audio`` stays cheap
+(CLI ``--help``, the server's import time, tests that never decode).
 """
 
 from __future__ import annotations

@@ -51,10 +51,10 @@ class Source:
     path: str | None = None
     fh: IO[bytes] | None = None
 
-    def rewound(self) -> IO[bytes] | None:
+    def rewound(self) -> IO[bytes]:
         """The file object, back at its start (each decoder reads it from the beginning)."""
-        if self.fh is not None:
-            self.fh.seek(0)
+        assert self.fh is not None, "a Source has a path or a file object"
+        self.fh.seek(0)
         return self.fh
 
 
@@ -226,7 +226,7 @@ def _decode_av(src: Source, max_seconds: float | None) -> tuple[SampleSink, list
     # A file object, not a path string: FFmpeg would interpret "http:..." or
     # "concat:..." in a file name as a protocol.
     try:
-        fh: IO[bytes] = open(src.path, "rb") if src.path is not None else src.rewound()  # type: ignore[assignment]  # noqa: SIM115
+        fh = open(src.path, "rb") if src.path is not None else src.rewound()  # noqa: SIM115
     except OSError as exc:  # removed or made unreadable since it was checked
         raise InputError(f"{label}: cannot read file ({exc.strerror or exc})") from exc
     try:
