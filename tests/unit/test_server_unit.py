@@ -412,6 +412,7 @@ def client() -> Iterator[TestClient]:
 
 
 N = 12345  # samples of the default upload (0.77 s)
+USAGE_N = {"type": "duration", "seconds": 1}  # OpenAI bills whole seconds, rounded up
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -421,7 +422,7 @@ def test_every_response_format(client: TestClient, fmt: str) -> None:
     text = text_for(N)
     if fmt == "json":
         assert r.headers["content-type"] == "application/json"
-        assert r.json() == {"text": text}
+        assert r.json() == {"text": text, "usage": USAGE_N}
     elif fmt == "text":
         assert r.headers["content-type"].startswith("text/plain")
         assert r.text == text + "\n"
@@ -529,7 +530,7 @@ def test_limits_and_bad_input_get_their_status_and_code(
     if code in ("missing_field", "empty_file", "invalid_audio"):
         assert err["param"] == "file"
     # the server is fine afterwards
-    assert post(client, good).json() == {"text": text_for(N)}
+    assert post(client, good).json() == {"text": text_for(N), "usage": USAGE_N}
 
 
 def test_unknown_route_and_method_are_json_errors(client: TestClient) -> None:
@@ -556,7 +557,7 @@ def test_engine_failure_does_not_take_the_server_down() -> None:
     with serve(fake) as c:
         r = post(c, wav_bytes(1600))
         assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error"
-        assert post(c, wav_bytes(N)).json() == {"text": text_for(N)}
+        assert post(c, wav_bytes(N)).json() == {"text": text_for(N), "usage": USAGE_N}
         assert c.get("/ready").status_code == 200
 
 
@@ -662,7 +663,7 @@ def test_auth_accepts_the_key_and_leaves_operations_open() -> None:
     with serve(api_key=API_KEY) as c:
         assert c.get("/v1/models", headers=good).status_code == 200
         r = c.post("/v1/audio/transcriptions", files={"file": ("a.wav", wav_bytes(N))}, headers=good)
-        assert r.status_code == 200 and r.json() == {"text": text_for(N)}
+        assert r.status_code == 200 and r.json() == {"text": text_for(N), "usage": USAGE_N}
         ok = {"authorization": f"bearer   {API_KEY}  "}  # scheme case and spaces do not matter
         assert c.get("/v1/models", headers=ok).status_code == 200
         for path in ("/health", "/ready", "/metrics", "/docs", "/openapi.json"):
@@ -718,7 +719,7 @@ def test_ready_is_503_while_the_model_loads(monkeypatch: pytest.MonkeyPatch) -> 
         while c.get("/ready").status_code != 200:
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        assert post(c, wav_bytes(N)).json() == {"text": text_for(N)}
+        assert post(c, wav_bytes(N)).json() == {"text": text_for(N), "usage": USAGE_N}
 
 
 def test_load_through_the_engine_factory(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -820,7 +821,7 @@ def test_saturation_gives_503_with_retry_after_and_recovers() -> None:
             gate.set()
             assert (await first).status_code == 200 and (await second).status_code == 200
             assert (await c.get("/ready")).status_code == 200
-            assert (await send()).json() == {"text": text_for(N)}
+            assert (await send()).json() == {"text": text_for(N), "usage": USAGE_N}
 
     try:
         run(main())

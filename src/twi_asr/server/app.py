@@ -1,18 +1,15 @@
-"""FastAPI routes: parse the request, hand audio to the batcher, shape the response.
+"""FastAPI routes: parse the request, hand it to the transcription flow, answer.
 
-OpenAI-compatible ``POST /v1/audio/transcriptions`` and ``/translations``
-(multipart), ``GET /health``, ``/ready``, ``/v1/models``, ``/metrics`` and the
-OpenAPI docs at ``/docs``. Every error body is ``{"error": {"code", "message",
-...}}`` with a stable code; every response carries ``X-Request-ID``.
+OpenAI-compatible ``POST /v1/audio/transcriptions`` (also ``stream=true``) and
+``/translations`` (multipart), ``GET /health``, ``/ready``, ``/v1/models``, ``/metrics``,
+the OpenAPI docs at ``/docs`` and a small page at ``/``. Every error body is
+``{"error": {"code", "message", ...}}`` with a stable code; every response carries
+``X-Request-ID`` (:mod:`.middleware`). The flow itself is in :mod:`.transcription`.
 """
 
 # No ``from __future__ import annotations`` here: FastAPI reads the route signatures at
 # definition time, and the routes are closures over create_app's locals.
-import asyncio
-import logging
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
@@ -24,133 +21,45 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..engines.base import Transcriber
-from ..errors import AudioError, EnvironmentProblem, InputError, TwiAsrError, UsageError
+from ..errors import UsageError
 from ..models import ResolvedModel
 from ..types import TranscribeOptions
-from .auth import OPEN_PATHS, key_matches
-from .batching import Batcher, QueueFullError
-from .logs import request_id_var
+from .auth import OPEN_PATHS
+from .errors import ERROR_RESPONSES, ApiError
 from .metrics import Metrics
+from .middleware import MULTIPART_SLACK, RequestBoundary
+from .page import PAGE_PATHS, mount_page
 from .schemas import (
-    ErrorBody,
     Health,
-    ModelCard,
     ModelList,
     Readiness,
     ResponseFormat,
     TranscriptionJSON,
     VerboseTranscriptionJSON,
-    verbose_from_transcript,
 )
 from .settings import ServerSettings
+from .state import ServerState
+from .transcription import Asked, require_ready, transcribe_upload
 
-log = logging.getLogger("twi_asr.server")
+__all__ = ["ServerState", "create_app"]
+
 BEAM_DOC = "twi-asr extension: beam width for this request (default: the server's --beam-size)."
-_PROBE_ROUTES = frozenset({"/health", "/ready", "/metrics"})
-"""Routes whose successful answers are logged at DEBUG, not INFO."""
-
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody, "description": text}
-    for code, text in {
-        401: "Missing or wrong API key",
-        413: "Upload or audio duration over the server's limit",
-        415: "Not audio, or a format that cannot be decoded",
-        422: "Missing or invalid form fields, or empty audio",
-        503: "Model still loading, or the queue is full (see Retry-After)",
-        504: "The request did not finish within the server's timeout",
-    }.items()
-}
+STREAM_DOC = (
+    "Answer with server-sent events: transcript.text.delta as each piece of the audio is "
+    "transcribed, then transcript.text.done (OpenAI's event shapes)."
+)
+INCLUDE_DOC = "'logprobs' adds each token's log-probability to json responses and stream events."
+DOCS_PATHS = frozenset({"/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"})
 
 
-class ApiError(Exception):
-    """An error with its HTTP status, stable code and optional headers."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        headers: dict[str, str] | None = None,
-        param: str | None = None,
-        kind: str = "invalid_request_error",
-    ) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.headers, self.param, self.kind = headers or {}, param, kind
-
-
-def _error_response(exc: ApiError) -> JSONResponse:
-    body = {
-        "error": {
-            "code": exc.code,
-            "message": exc.message,
-            "type": exc.kind,
-            "param": exc.param,
-            "request_id": request_id_var.get(),
-        }
-    }
-    return JSONResponse(body, status_code=exc.status, headers=exc.headers)
-
-
-class ServerState:
-    """The loaded model and its batcher; ``None`` while loading."""
-
-    def __init__(self, settings: ServerSettings, metrics: Metrics) -> None:
-        self.settings = settings
-        self.metrics = metrics
-        self.batcher: Batcher | None = None
-        self.card: ModelCard | None = None
-        self.error: str | None = None
-
-    def attach(self, transcriber: Transcriber, resolved: ResolvedModel | None) -> None:
-        """Put a loaded engine behind a batcher and describe it."""
-        s = self.settings
-        self.batcher = Batcher(
-            transcriber,
-            max_batch_size=s.effective_batch_size,
-            max_wait_s=s.max_wait_ms / 1000.0,
-            max_queue=s.max_queue,
-            metrics=self.metrics,
-        )
-        self.batcher.start()
-        self.card = ModelCard(
-            id=transcriber.model_name,
-            source=resolved.source if resolved else transcriber.model_name,
-            format=resolved.format if resolved else transcriber.engine,
-            engine=transcriber.engine,
-            device=transcriber.device,
-            weights_hash=resolved.weights_hash() if resolved else "unknown",
-            twi_asr_version=__version__,
-        )
-        self.metrics.model_loaded.set(1)
-        log.info("model %s loaded (%s on %s)", self.card.id, self.card.engine, self.card.device)
-
-    async def load(self, resolved: ResolvedModel | None = None) -> None:
-        """Resolve (unless done already) and load the model in a thread; /ready says 503 meanwhile."""
-        from ..engines import load_transcriber
-        from ..models import resolve_model
-
-        s = self.settings
-        try:
-            if resolved is None:
-                resolved = await asyncio.to_thread(resolve_model, s.model)
-            transcriber = await asyncio.to_thread(
-                load_transcriber,
-                resolved,
-                engine=s.engine,
-                device=s.device,
-                compute_type=s.compute_type,
-                batch_size=s.effective_batch_size,
-                long_form=s.long_form,
-            )
-            self.attach(transcriber, resolved)
-        except TwiAsrError as exc:
-            self.error = exc.message
-            log.error("cannot load model %s: %s", s.model, exc.message)
-        except Exception as exc:  # keep serving /health and say why /ready fails
-            self.error = f"{type(exc).__name__}: {exc}"
-            log.exception("cannot load model %s", s.model)
+def is_open(path: str) -> bool:
+    """Paths served without the API key: probes, the API description and the page (no data)."""
+    return (
+        path in OPEN_PATHS
+        or path in DOCS_PATHS
+        or path == "/"
+        or any(path.startswith(p + "/") for p in PAGE_PATHS if p != "/")
+    )
 
 
 def create_app(
@@ -162,6 +71,8 @@ def create_app(
     """Build the app. Pass ``transcriber`` to serve an already loaded engine (tests, embedding),
     or ``resolved`` to load a model already found on disk (``twi-asr serve`` resolves first, so a
     missing model fails the command at once instead of a server that never gets ready)."""
+    import asyncio
+
     settings = settings or ServerSettings()
     metrics = Metrics.create()
     state = ServerState(settings, metrics)
@@ -176,8 +87,7 @@ def create_app(
         yield
         if loader is not None and not loader.done():
             loader.cancel()
-        if state.batcher is not None:
-            await state.batcher.drain(settings.graceful_timeout_s)
+        await state.close()
 
     app = FastAPI(
         title="twi-asr",
@@ -187,79 +97,25 @@ def create_app(
         responses={},
     )
     app.state.twi = state
+    app.add_middleware(
+        RequestBoundary,
+        max_body_bytes=int(settings.max_upload_mb * 1024 * 1024) + MULTIPART_SLACK,
+        limit_mb=settings.max_upload_mb,
+        api_key=settings.api_key.get_secret_value() if settings.api_key is not None else None,
+        is_open=is_open,
+        metrics=metrics,
+    )
+    _add_error_handlers(app)
+    _add_operations(app, state)
+    _add_audio_routes(app, state)
+    mount_page(app)
+    return app
 
-    # ------------------------------------------------------------ middleware
-    @app.middleware("http")
-    async def request_context(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
-        token = request_id_var.set(rid[:128])
-        t0 = time.perf_counter()
-        try:
-            length = request.headers.get("content-length")
-            if length and length.isdigit() and int(length) > settings.max_upload_mb * 1024 * 1024 + 65536:
-                response: Response = _error_response(
-                    ApiError(
-                        413,
-                        "upload_too_large",
-                        f"the upload is {int(length) / 1e6:.1f} MB; this server accepts up to "
-                        f"{settings.max_upload_mb:g} MB (TWI_ASR_MAX_UPLOAD_MB)",
-                    )
-                )
-            elif (
-                settings.api_key is not None
-                and request.url.path not in OPEN_PATHS
-                and not _docs(request.url.path)
-                and not key_matches(settings.api_key.get_secret_value(), request.headers.get("authorization"))
-            ):
-                response = _error_response(
-                    ApiError(
-                        401,
-                        "invalid_api_key",
-                        "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                        headers={"WWW-Authenticate": "Bearer"},
-                        kind="authentication_error",
-                    )
-                )
-            else:
-                try:
-                    response = await call_next(request)
-                except Exception as exc:  # answered here so it keeps its request id and is counted
-                    log.exception("unexpected error")
-                    response = _error_response(
-                        ApiError(500, "internal_error", f"{type(exc).__name__}: {exc}", kind="server_error")
-                    )
-        finally:
-            request_id_var.reset(token)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        elapsed = time.perf_counter() - t0
-        metrics.requests.labels(route=path, status=str(response.status_code)).inc()
-        metrics.latency.labels(route=path).observe(elapsed)
-        response.headers["X-Request-ID"] = rid[:128]
-        # Probes (a container HEALTHCHECK every 10 s, Kubernetes, Prometheus) would drown the log.
-        quiet = path in _PROBE_ROUTES and response.status_code < 400
-        log.log(
-            logging.DEBUG if quiet else logging.INFO,
-            "%s %s %d %.3fs",
-            request.method,
-            request.url.path,
-            response.status_code,
-            elapsed,
-            extra={
-                "request_id": rid[:128],
-                "status": response.status_code,
-                "duration_s": round(elapsed, 4),
-                "path": request.url.path,
-            },
-        )
-        return response
 
-    # ----------------------------------------------------- error handlers
+def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _error_response(exc)
+        return exc.response()
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -269,23 +125,17 @@ def create_app(
         param = ".".join(loc) or None
         missing = first.get("type") == "missing"
         message = f"missing required field {param!r}" if missing else f"{param}: {first.get('msg')}"
-        return _error_response(
-            ApiError(422, "missing_field" if missing else "invalid_field", message, param=param)
-        )
+        return ApiError(422, "missing_field" if missing else "invalid_field", message, param=param).response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error_response(ApiError(exc.status_code, code, str(exc.detail)))
+        return ApiError(exc.status_code, code, str(exc.detail)).response()
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error")
-        return _error_response(
-            ApiError(500, "internal_error", f"{type(exc).__name__}: {exc}", kind="server_error")
-        )
 
-    # ------------------------------------------------------------- routes
+def _add_operations(app: FastAPI, state: ServerState) -> None:
+    settings, metrics = state.settings, state.metrics
+
     @app.get("/health", response_model=Health, tags=["operations"])
     async def health() -> Health:
         """Alive: the process answers (even while a batch runs or the model loads)."""
@@ -326,89 +176,82 @@ def create_app(
     )
     async def models() -> ModelList:
         """The loaded model: id, source, engine, weights hash and package version."""
-        _require_ready(state)
+        require_ready(state)
         assert state.card is not None
         return ModelList(data=[state.card])
 
-    async def _transcribe(
-        task: Literal["transcribe", "translate"],
-        file: UploadFile,
-        language: str | None,
-        prompt: str | None,
-        response_format: ResponseFormat,
-        temperature: float,
-        granularities: list[str] | None,
-        beam_size: int | None = None,
-    ) -> Response:
-        batcher = _require_ready(state)
-        data = await file.read(int(settings.max_upload_mb * 1024 * 1024) + 1)
-        if len(data) > settings.max_upload_mb * 1024 * 1024:
-            raise ApiError(413, "upload_too_large", f"the upload exceeds {settings.max_upload_mb:g} MB")
-        words = "word" in (granularities or [])
-        try:
-            options = TranscribeOptions(
-                language=language or None,
-                task=task,
-                beam_size=beam_size or settings.beam_size,
-                temperatures=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0) if temperature == 0 else (temperature,),
-                initial_prompt=prompt or None,
-                word_timestamps=words,
-            )
-            from ..languages import resolve_language
 
-            resolve_language(options.language, checkpoint_default=None)
-        except UsageError as exc:
-            raise ApiError(400, "invalid_option", exc.message) from exc
-        audio = await _decode(data, file.filename or "upload")
-        if audio.duration > settings.max_audio_s:
-            raise ApiError(
-                413,
-                "audio_too_long",
-                f"the audio is {audio.duration:.0f} s; this server accepts "
-                f"up to {settings.max_audio_s:g} s (TWI_ASR_MAX_AUDIO_S)",
-            )
-        metrics.audio_seconds.observe(audio.duration)
-        try:
-            result = await asyncio.wait_for(
-                batcher.submit(audio.samples, options), settings.request_timeout_s
-            )
-        except QueueFullError as exc:
-            raise ApiError(
-                503, exc.code, exc.message, headers={"Retry-After": str(exc.retry_after)}, kind="server_error"
-            ) from exc
-        except asyncio.TimeoutError:
-            raise ApiError(
-                504,
-                "timeout",
-                f"no result within {settings.request_timeout_s:g} s (TWI_ASR_REQUEST_TIMEOUT_S)",
-                kind="server_error",
-            ) from None
-        except InputError as exc:
-            raise ApiError(422, exc.code, exc.message) from exc
-        return _shape(result, response_format, task, words)
+def _asked(
+    state: ServerState,
+    task: Literal["transcribe", "translate"],
+    *,
+    language: str | None,
+    prompt: str | None,
+    response_format: ResponseFormat,
+    temperature: float,
+    granularities: list[str],
+    beam_size: int | None,
+    stream: bool,
+    include: list[str],
+) -> Asked:
+    """Check the form fields and turn them into decoding options (400 invalid_option)."""
+    from ..languages import resolve_language
 
+    if stream and response_format in ("srt", "vtt"):
+        raise ApiError(
+            400,
+            "invalid_option",
+            f"response_format={response_format} cannot be streamed: use json or text with stream=true, "
+            "or leave stream off for subtitles",
+            param="stream",
+        )
+    unknown = sorted(set(include) - {"logprobs"})
+    if unknown:
+        raise ApiError(400, "invalid_option", f"include[]: unknown value(s) {unknown}; known: logprobs")
+    logprobs = "logprobs" in include
+    words = "word" in granularities
+    try:
+        options = TranscribeOptions(
+            language=language or None,
+            task=task,
+            beam_size=beam_size or state.settings.beam_size,
+            temperatures=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0) if temperature == 0 else (temperature,),
+            initial_prompt=prompt or None,
+            word_timestamps=words,
+            token_logprobs=logprobs,
+        )
+        resolve_language(options.language, checkpoint_default=None)
+    except UsageError as exc:
+        raise ApiError(400, "invalid_option", exc.message) from exc
+    return Asked(task, options, response_format, words, stream, logprobs)
+
+
+def _add_audio_routes(app: FastAPI, state: ServerState) -> None:
     form_docs = {
         "file": "The audio file: wav, flac, ogg, opus, mp3, m4a, webm, mp4 (audio track)...",
         "model": "Accepted for OpenAI compatibility; the server serves the model it was started with.",
         "language": "ISO code, 'auto', or tw/twi/ak/akan for the checkpoint's own default language.",
+    }
+    ok_content: dict[int | str, dict[str, Any]] = {
+        200: {
+            "content": {
+                "application/json": {"schema": VerboseTranscriptionJSON.model_json_schema()},
+                "text/plain": {},
+                "text/event-stream": {"description": STREAM_DOC},
+            }
+        },
+        **ERROR_RESPONSES,
     }
 
     @app.post(
         "/v1/audio/transcriptions",
         tags=["audio"],
         dependencies=[Depends(documented_auth)],
-        responses={
-            200: {
-                "content": {
-                    "application/json": {"schema": VerboseTranscriptionJSON.model_json_schema()},
-                    "text/plain": {},
-                }
-            },
-            **ERROR_RESPONSES,
-        },
+        responses=ok_content,
         response_model=TranscriptionJSON,
     )
     async def transcriptions(
+        request: Request,
         file: Annotated[UploadFile, File(description=form_docs["file"])],
         model: Annotated[str, Form(description=form_docs["model"])] = "whisper-1",
         language: Annotated[str | None, Form(description=form_docs["language"])] = None,
@@ -419,18 +262,16 @@ def create_app(
             list[Literal["word", "segment"]] | None, Form(alias="timestamp_granularities[]")
         ] = None,
         beam_size: Annotated[int | None, Form(ge=1, le=20, description=BEAM_DOC)] = None,
+        stream: Annotated[bool, Form(description=STREAM_DOC)] = False,
+        include: Annotated[list[str] | None, Form(alias="include[]", description=INCLUDE_DOC)] = None,
     ) -> Response:
-        """Transcribe an upload (OpenAI ``audio.transcriptions.create`` compatible)."""
-        return await _transcribe(
-            "transcribe",
-            file,
-            language,
-            prompt,
-            response_format,
-            temperature,
-            list(timestamp_granularities or []),
-            beam_size,
-        )
+        """Transcribe an upload (OpenAI ``audio.transcriptions.create`` compatible, ``stream`` too)."""
+        asked = _asked(
+            state, "transcribe", language=language, prompt=prompt, response_format=response_format,
+            temperature=temperature, granularities=list(timestamp_granularities or []),
+            beam_size=beam_size, stream=stream, include=list(include or []),
+        )  # fmt: skip
+        return await transcribe_upload(state, request, file, asked)
 
     @app.post(
         "/v1/audio/translations",
@@ -440,6 +281,7 @@ def create_app(
         response_model=TranscriptionJSON,
     )
     async def translations(
+        request: Request,
         file: Annotated[UploadFile, File(description=form_docs["file"])],
         model: Annotated[str, Form(description=form_docs["model"])] = "whisper-1",
         prompt: Annotated[str | None, Form()] = None,
@@ -448,9 +290,11 @@ def create_app(
         beam_size: Annotated[int | None, Form(ge=1, le=20, description=BEAM_DOC)] = None,
     ) -> Response:
         """Translate speech to English text (task translate), same shape as transcriptions."""
-        return await _transcribe("translate", file, None, prompt, response_format, temperature, [], beam_size)
-
-    return app
+        asked = _asked(
+            state, "translate", language=None, prompt=prompt, response_format=response_format,
+            temperature=temperature, granularities=[], beam_size=beam_size, stream=False, include=[],
+        )  # fmt: skip
+        return await transcribe_upload(state, request, file, asked)
 
 
 _bearer = HTTPBearer(auto_error=False, description="Needed when the server runs with TWI_ASR_API_KEY.")
@@ -458,43 +302,3 @@ _bearer = HTTPBearer(auto_error=False, description="Needed when the server runs 
 
 def documented_auth(_creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
     """Declares the bearer scheme in /docs; the request middleware enforces it."""
-
-
-def _docs(path: str) -> bool:
-    """The API description is public (it holds no data) so /docs works with a key set."""
-    return path in ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect")
-
-
-def _require_ready(state: ServerState) -> Batcher:
-    if state.batcher is None:
-        detail = state.error or "the model is still loading"
-        raise ApiError(503, "not_ready", detail, headers={"Retry-After": "5"}, kind="server_error")
-    return state.batcher
-
-
-async def _decode(data: bytes, name: str) -> Any:
-    from ..audio import decode_audio
-
-    if not data:
-        raise ApiError(422, "empty_file", f"{name}: the uploaded file is empty", param="file")
-    try:
-        return await asyncio.to_thread(decode_audio, data, name=name)
-    except AudioError as exc:
-        status = 422 if "no audio samples" in exc.message or "zero duration" in exc.message else 415
-        raise ApiError(status, "invalid_audio", exc.message, param="file") from exc
-    except EnvironmentProblem as exc:
-        raise ApiError(500, exc.code, exc.message, kind="server_error") from exc
-
-
-def _shape(result: Any, response_format: ResponseFormat, task: str, words: bool) -> Response:
-    from ..writers import render
-
-    if response_format == "json":
-        return JSONResponse(TranscriptionJSON(text=result.text).model_dump())
-    if response_format == "verbose_json":
-        body = verbose_from_transcript(result, task=task, words=words)
-        return JSONResponse(body.model_dump(exclude_none=True))
-    if response_format == "text":
-        return PlainTextResponse(result.text + "\n")
-    media = "text/vtt; charset=utf-8" if response_format == "vtt" else "text/plain; charset=utf-8"
-    return Response(render(result, response_format), media_type=media)

@@ -28,6 +28,10 @@ class Metrics:
     batch_size: Histogram
     real_time_factor: Histogram
     model_loaded: Gauge
+    dropped_pieces: Counter
+    admitted_audio_seconds: Gauge
+    refused: Counter
+    decodes_in_flight: Gauge
 
     @classmethod
     def create(cls) -> Metrics:
@@ -59,6 +63,20 @@ class Metrics:
                 "twi_asr_real_time_factor", "Engine seconds per audio second", buckets=RTF_BUCKETS, registry=r
             ),
             model_loaded=Gauge("twi_asr_model_loaded", "1 when the model is loaded and serving", registry=r),
+            dropped_pieces=Counter(
+                "twi_asr_dropped_pieces",
+                "Queued pieces of audio dropped because their client went away",
+                registry=r,
+            ),
+            admitted_audio_seconds=Gauge(
+                "twi_asr_admitted_audio_seconds",
+                "Audio seconds the server holds: decoding, queued and running",
+                registry=r,
+            ),
+            refused=Counter(
+                "twi_asr_refused", "Requests refused with 503 by admission control", ["reason"], registry=r
+            ),
+            decodes_in_flight=Gauge("twi_asr_decodes_in_flight", "Uploads being decoded", registry=r),
         )
 
     def render(self) -> bytes:

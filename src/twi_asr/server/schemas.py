@@ -6,20 +6,38 @@ a :class:`twi_asr.types.Transcript` with :func:`verbose_from_transcript`.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from ..languages import WHISPER_LANGUAGES
-from ..types import Transcript
+from ..types import Segment, Transcript, Word
 
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
 
 
+class UsageJSON(BaseModel):
+    """OpenAI's usage of a duration-billed model: the audio's length in whole seconds (rounded up)."""
+
+    type: Literal["duration"] = "duration"
+    seconds: int
+
+
+class LogprobJSON(BaseModel):
+    """One token of ``include[]=logprobs``: its text, natural-log probability and UTF-8 bytes."""
+
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
 class TranscriptionJSON(BaseModel):
-    """``response_format=json``: OpenAI's shape."""
+    """``response_format=json``: OpenAI's shape (text, usage; logprobs when asked for)."""
 
     text: str
+    usage: UsageJSON | None = None
+    logprobs: list[LogprobJSON] | None = None
 
 
 class WordJSON(BaseModel):
@@ -54,6 +72,11 @@ class VerboseTranscriptionJSON(BaseModel):
     text: str
     segments: list[SegmentJSON]
     words: list[WordJSON] | None = None
+    usage: UsageJSON | None = None
+    language_probability: float | None = None
+    warnings: list[str] | None = Field(
+        default=None, description="What went wrong but did not stop decoding, e.g. a file that ends early."
+    )
     model: str | None = None
     engine: str | None = None
 
@@ -108,34 +131,51 @@ def language_name(code: str | None) -> str:
     return WHISPER_LANGUAGES.get(code, code)
 
 
-def verbose_from_transcript(t: Transcript, *, task: str, words: bool) -> VerboseTranscriptionJSON:
-    """The verbose_json body of one transcript."""
-    segments = [
-        SegmentJSON(
-            id=s.id,
-            start=s.start,
-            end=s.end,
-            text=s.text,
-            words=[
-                WordJSON(word=w.word, start=w.start, end=w.end, probability=w.probability) for w in s.words
-            ]
-            if (words and s.words is not None)
-            else None,
-        )
-        for s in t.segments
-    ]
-    all_words = (
-        [WordJSON(word=w.word, start=w.start, end=w.end, probability=w.probability) for w in t.words]
-        if words
-        else None
+def usage_of(t: Transcript) -> UsageJSON:
+    """OpenAI's ``usage`` for a transcript."""
+    return UsageJSON(seconds=math.ceil(round(t.duration, 3)))
+
+
+def logprobs_of(t: Transcript) -> list[LogprobJSON] | None:
+    """``include[]=logprobs`` tokens, or None when the engine gave none."""
+    if t.logprobs is None:
+        return None
+    return [LogprobJSON(token=p.token, logprob=p.logprob, bytes=list(p.bytes)) for p in t.logprobs]
+
+
+def _words(words: tuple[Word, ...]) -> list[WordJSON]:
+    return [WordJSON(word=w.word, start=w.start, end=w.end, probability=w.probability) for w in words]
+
+
+def segment_json(s: Segment, *, words: bool) -> SegmentJSON:
+    """One verbose segment; decode-quality fields the engine did not give stay neutral (0)."""
+    return SegmentJSON(
+        id=s.id,
+        start=s.start,
+        end=s.end,
+        text=s.text,
+        temperature=s.temperature or 0.0,
+        avg_logprob=s.avg_logprob if s.avg_logprob is not None else 0.0,
+        compression_ratio=s.compression_ratio if s.compression_ratio is not None else 0.0,
+        no_speech_prob=s.no_speech_prob if s.no_speech_prob is not None else 0.0,
+        words=_words(s.words) if (words and s.words is not None) else None,
     )
+
+
+def verbose_from_transcript(
+    t: Transcript, *, task: str, words: bool, warnings: tuple[str, ...] = ()
+) -> VerboseTranscriptionJSON:
+    """The verbose_json body of one transcript."""
     return VerboseTranscriptionJSON(
         task="translate" if task == "translate" else "transcribe",
         language=language_name(t.language),
         duration=t.duration,
         text=t.text,
-        segments=segments,
-        words=all_words,
+        segments=[segment_json(s, words=words) for s in t.segments],
+        words=_words(t.words) if words else None,
+        usage=usage_of(t),
+        language_probability=t.language_probability,
+        warnings=list(warnings) or None,
         model=t.model,
         engine=t.engine,
     )

@@ -41,9 +41,22 @@ class ServerSettings(BaseSettings):
     """How long the first request of a batch waits for company."""
     max_queue: int = Field(64, ge=1)
     """Requests waiting for the engine before new ones get 503 + Retry-After."""
+    max_queued_audio_s: float = Field(4 * 3600.0, gt=0.0)
+    """Audio seconds the server may hold at once (decoding, queued, running): 4 h is ~0.9 GB of
+    16 kHz float32 samples. Past it, new uploads get 503 + Retry-After before they are decoded."""
+    decode_workers: int = Field(2, ge=1, le=64)
+    """Uploads decoded (and cut on silence) at once, off the event loop."""
+    engine_workers: int = Field(0, ge=0, le=64)
+    """Engine lanes running batches at once: 0 = auto (2 for CTranslate2 on a multi-core CPU,
+    each with half the cores; 1 otherwise)."""
+    bulk_lanes: int = Field(0, ge=0, le=64)
+    """Lanes that may run pieces of long uploads at once: 0 = auto (all lanes but one, so a short
+    request never waits behind a long file)."""
     request_timeout_s: float = Field(300.0, gt=0.0)
     max_upload_mb: float = Field(100.0, gt=0.0)
     max_audio_s: float = Field(3 * 3600.0, gt=0.0)
+    min_audio_s: float = Field(0.1, ge=0.0)
+    """Shorter uploads (after decoding) get 400 audio_too_short, as OpenAI's API does."""
     beam_size: int = Field(5, ge=1)
     log_json: bool = False
     log_level: str = "info"

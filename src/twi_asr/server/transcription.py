@@ -1,0 +1,213 @@
+"""One transcription request, from upload to answer, with memory bounded at every step.
+
+1. The header's duration: over ``max_audio_s`` is 413 at once, before decoding.
+2. Admission: the duration is reserved against ``max_queued_audio_s``; past it, 503 +
+   Retry-After at once.
+3. Decoding (and cutting long audio on silence) in the bounded decode pool, straight from
+   the spooled upload; a client that has gone by then costs no decode.
+4. The pieces go to the batcher as one job; the answer is a response in the asked format,
+   or server-sent events as the pieces finish.
+5. A client that disconnects, or a request past its timeout, drops its queued pieces; the
+   reservation is released however the request ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request, UploadFile
+from fastapi.responses import Response
+
+from ..errors import InputError, TwiAsrError
+from ..types import TranscribeOptions, Transcript
+from .batching import Batcher, Job, QueueFullError
+from .errors import ApiError, busy, upload_too_large
+from .responses import shape
+from .schemas import ResponseFormat
+from .state import ServerState
+from .streaming import EventStream, transcript_events
+from .uploads import ClientGone, prepare, too_long
+
+CLIENT_GONE = 499
+"""Logged status of a request whose client disconnected (nginx's convention)."""
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What the client asked for, parsed and checked by the route."""
+
+    task: str
+    options: TranscribeOptions
+    response_format: ResponseFormat
+    words: bool
+    stream: bool
+    logprobs: bool
+
+
+def require_ready(state: ServerState) -> Batcher:
+    """The batcher, or 503 not_ready while the model loads (or failed to)."""
+    if state.batcher is None:
+        detail = state.error or "the model is still loading"
+        raise ApiError(503, "not_ready", detail, headers={"Retry-After": "5"}, kind="server_error")
+    return state.batcher
+
+
+def error_of(exc: BaseException) -> ApiError:
+    """The HTTP error for a failure after admission (the engine's, or a shutdown's)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, QueueFullError):
+        return busy(exc.message, exc.retry_after, exc.code)
+    if isinstance(exc, InputError):
+        return ApiError(422, exc.code, exc.message)
+    if isinstance(exc, TwiAsrError):
+        return ApiError(500, exc.code, exc.message, kind="server_error")
+    return ApiError(500, "internal_error", f"{type(exc).__name__}: {exc}", kind="server_error")
+
+
+async def transcribe_upload(
+    state: ServerState, request: Request, upload: UploadFile, asked: Asked
+) -> Response:
+    """Answer one ``/v1/audio/transcriptions`` or ``/translations`` request."""
+    batcher = require_ready(state)
+    settings = state.settings
+    name = upload.filename or "upload"
+    size = _size(upload)
+    if size == 0:
+        raise ApiError(422, "empty_file", f"{name}: the uploaded file is empty", param="file")
+    if size is not None and size > settings.max_upload_mb * 1024 * 1024:  # the body limit has slack
+        raise upload_too_large(size / 1e6, settings.max_upload_mb)
+    gone: asyncio.Future[None] = asyncio.ensure_future(_disconnect(request))
+    ticket = None
+    handed_off = False
+    try:
+        from ..audio import probe_duration
+
+        estimate = await asyncio.to_thread(probe_duration, upload.file)
+        if estimate is not None and estimate > settings.max_audio_s:
+            raise too_long(estimate, settings.max_audio_s)
+        try:
+            ticket = state.admission.admit(estimate if estimate is not None else settings.max_audio_s)
+        except QueueFullError as exc:
+            raise busy(exc.message, exc.retry_after) from exc
+
+        cancelled = threading.Event()
+        decoding = asyncio.get_running_loop().run_in_executor(
+            state.decoders,
+            lambda: prepare(
+                upload.file,
+                name,
+                max_seconds=settings.max_audio_s,
+                min_seconds=settings.min_audio_s,
+                split=state.split_long_audio,
+                cancelled=cancelled,
+                metrics=state.metrics,
+            ),
+        )
+        await asyncio.wait({decoding, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not decoding.done():
+            cancelled.set()  # not decoded for nobody (unless a decoder already took it)
+            decoding.add_done_callback(_consume)
+            return Response(status_code=CLIENT_GONE)
+        try:
+            prepared = decoding.result()
+        except ClientGone:
+            return Response(status_code=CLIENT_GONE)
+        ticket.resize(prepared.duration)
+        state.metrics.audio_seconds.observe(prepared.duration)
+
+        job = None
+        if prepared.pieces:
+            try:
+                job = batcher.submit_job(prepared.arrays(), asked.options, bulk=prepared.bulk)
+            except QueueFullError as exc:
+                raise busy(exc.message, exc.retry_after) from exc
+        card = state.card
+
+        def finish(parts: list[Transcript]) -> Transcript:
+            return prepared.assemble(parts, model=card.id if card else "", engine=card.engine if card else "")
+
+        if asked.stream:
+            handed_off = True
+            held = ticket
+
+            def cleanup() -> None:
+                if job is not None:
+                    batcher.drop(job)
+                held.release()
+                gone.cancel()
+
+            events = transcript_events(
+                job, prepared, gone=gone, finish=finish, logprobs=asked.logprobs, error_of=error_of
+            )
+            return EventStream(events, cleanup)
+
+        parts = await _wait(job, gone, batcher, settings.request_timeout_s) if job is not None else []
+        if parts is None:
+            return Response(status_code=CLIENT_GONE)
+        return shape(
+            finish(parts),
+            asked.response_format,
+            task=asked.task,
+            words=asked.words,
+            logprobs=asked.logprobs,
+            warnings=prepared.audio.warnings,
+        )
+    finally:
+        if not handed_off:
+            gone.cancel()
+            if ticket is not None:
+                ticket.release()
+
+
+async def _wait(
+    job: Job, gone: asyncio.Future[None], batcher: Batcher, timeout: float
+) -> list[Transcript] | None:
+    """The job's transcripts; None when the client left first (its queued pieces are dropped)."""
+    result = asyncio.ensure_future(job.result())
+    try:
+        await asyncio.wait({result, gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if result.done():
+            try:
+                return result.result()
+            except Exception as exc:
+                raise error_of(exc) from exc
+        batcher.drop(job)
+        if gone.done():
+            return None
+        raise ApiError(
+            504,
+            "timeout",
+            f"no result within {timeout:g} s (TWI_ASR_REQUEST_TIMEOUT_S)",
+            kind="server_error",
+        )
+    finally:
+        result.cancel()
+
+
+async def _disconnect(request: Request) -> None:
+    """Returns when the client disconnects (the body has been read by then)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def _size(upload: UploadFile) -> int | None:
+    if upload.size is not None:
+        return upload.size
+    file = upload.file
+    here = file.tell()
+    file.seek(0, 2)
+    size = file.tell()
+    file.seek(here)
+    return size
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Read a dropped decode's outcome so asyncio does not log it as never retrieved."""
+    if not future.cancelled():
+        future.exception()
