@@ -93,6 +93,10 @@ def decode(src: Source, max_seconds: float | None) -> tuple[np.ndarray, tuple[st
         except DecodeFailed as exc:
             reasons.append(f"{decoder_name}: {exc.reason}")
             continue
+        if sink.native_samples and decoder_name == "soundfile" and _ended_early(warnings):
+            # libsndfile stops at the first malformed Ogg page (a chained or remuxed stream):
+            # FFmpeg reads past it, so it gets a try, and the longer result wins.
+            sink, warnings = _longer_with_av(src, max_seconds, sink, warnings, missing)
         if sink.native_samples:
             samples = sink.finish()
             if samples.size == 0:
@@ -120,6 +124,26 @@ def decode(src: Source, max_seconds: float | None) -> tuple[np.ndarray, tuple[st
     # The reason from the decoder meant for this kind of file is the useful one; the
     # fallback's complaint ("Format not recognised", a libsndfile "possibly a pipe?") is noise.
     raise AudioError(f"{label}: not audio, or too damaged to decode ({reasons[0]})")
+
+
+def _ended_early(warnings: list[str]) -> bool:
+    return any(w.startswith("the file ends early") for w in warnings)
+
+
+def _longer_with_av(
+    src: Source, max_seconds: float | None, sink: SampleSink, warnings: list[str], missing: list[str]
+) -> tuple[SampleSink, list[str]]:
+    """PyAV's decode of ``src`` when it gets further than libsndfile's ``sink`` did."""
+    try:
+        other, other_warnings = _decode_av(src, max_seconds)
+    except DecoderMissing:
+        missing.append("PyAV")
+        return sink, warnings
+    except (DecodeFailed, AudioError):
+        return sink, warnings
+    if other.native_seconds > sink.native_seconds + 0.5:
+        return other, other_warnings
+    return sink, warnings
 
 
 def looks_like_mp3(head: bytes) -> bool:

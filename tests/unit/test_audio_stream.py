@@ -304,3 +304,18 @@ def test_nan_in_a_later_block_is_caught(tmp_path: Path) -> None:
     sf.write(str(path), data, 22050, subtype="FLOAT")
     with pytest.raises(AudioError, match=r"late_nan\.wav.*NaN or infinite"):
         decode_audio(path)
+
+
+@needs_ffmpeg
+def test_a_remuxed_looped_ogg_decodes_to_its_whole_length(tmp_path: Path) -> None:
+    # ffmpeg's -stream_loop remux leaves an Ogg page libsndfile calls malformed after the first
+    # loop (it stopped at 5 s of 15); FFmpeg reads on, and the longer decode wins.
+    seed, looped = tmp_path / "seed.opus", tmp_path / "looped.opus"
+    t = np.arange(5 * 48000) / 48000
+    sf.write(tmp_path / "tone.wav", (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 48000)
+    ffmpeg("-i", tmp_path / "tone.wav", "-c:a", "libopus", seed)
+    ffmpeg("-stream_loop", "2", "-i", seed, "-c", "copy", looped)
+    audio = decode_audio(looped)
+    assert audio.duration == pytest.approx(15.0, abs=0.1)
+    assert not any("ends early" in w for w in audio.warnings), audio.warnings
+    assert peak_hz(audio.samples[-SAMPLE_RATE:]) == pytest.approx(440, abs=10)
