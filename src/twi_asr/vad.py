@@ -34,6 +34,8 @@ silence after the speech (without it Whisper often misses the end; see engines.b
 MIN_SILENCE_MS = 160  # a pause this long may end a speech region (faster-whisper's batched default)
 SPEECH_PAD_MS = 200  # speech regions are widened this much each side, so no word is clipped
 LONG_FORM_MODES = ("vad", "sequential")
+VAD_CHUNK_S = 600.0
+"""Audio the VAD reads at once, which bounds its working memory (see :func:`speech_regions`)."""
 
 
 @dataclass(frozen=True)
@@ -75,13 +77,24 @@ def resolve_long_form(mode: str) -> str:
 
 
 def speech_regions(audio: np.ndarray) -> list[tuple[int, int]]:
-    """Speech spans of ``audio`` (16 kHz float32) in samples, each at most :data:`MAX_PIECE_S` long."""
+    """Speech spans of ``audio`` (16 kHz float32) in samples, each at most :data:`MAX_PIECE_S` long.
+
+    The VAD runs on :data:`VAD_CHUNK_S` at a time: on a whole 3-hour upload faster-whisper's
+    VAD held about 2.5x the samples again (padded and windowed copies). A region that spans a
+    chunk edge comes back as two adjacent regions, which :func:`merge_regions` joins again
+    whenever they fit in one piece.
+    """
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
     options = VadOptions(
         max_speech_duration_s=MAX_PIECE_S, min_silence_duration_ms=MIN_SILENCE_MS, speech_pad_ms=SPEECH_PAD_MS
     )
-    return [(int(r["start"]), int(r["end"])) for r in get_speech_timestamps(audio, options)]
+    step = int(VAD_CHUNK_S * SAMPLE_RATE)
+    regions: list[tuple[int, int]] = []
+    for first in range(0, len(audio), step):
+        found = get_speech_timestamps(audio[first : first + step], options)
+        regions.extend((first + int(r["start"]), first + int(r["end"])) for r in found)
+    return regions
 
 
 def merge_regions(

@@ -64,6 +64,19 @@ def serve(
     max_audio_s: Annotated[
         float | None, typer.Option("--max-audio-s", help="Longest audio in seconds (default 10800).")
     ] = None,
+    max_queued_audio_s: Annotated[
+        float | None,
+        typer.Option(
+            "--max-queued-audio-s",
+            help="Audio seconds held at once (decoding, queued, running) before 503 (default 14400).",
+        ),
+    ] = None,
+    engine_workers: Annotated[
+        int | None,
+        typer.Option(
+            "--engine-workers", min=0, help="Engine lanes running at once (0 = auto: 2 for ct2 on CPU)."
+        ),
+    ] = None,
     log_json: Annotated[
         bool | None, typer.Option("--log-json/--log-text", help="JSON log lines (TWI_ASR_LOG_JSON).")
     ] = None,
@@ -87,6 +100,8 @@ def serve(
             "request_timeout_s": request_timeout_s,
             "max_upload_mb": max_upload_mb,
             "max_audio_s": max_audio_s,
+            "max_queued_audio_s": max_queued_audio_s,
+            "engine_workers": engine_workers,
             "log_json": log_json,
             "device": None if device == "auto" else device,
             "compute_type": None if compute_type == "default" else compute_type,
