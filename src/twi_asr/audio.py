@@ -229,7 +229,7 @@ def _probe(fh: IO[bytes], target: str | IO[bytes]) -> float | None:
     except ImportError:
         return None
     fh.seek(0)
-    with av.open(fh, metadata_errors="replace") as container:
+    with av.open(fh, mode="r", metadata_errors="replace") as container:
         if container.format.name == "aac" and container.streams.audio:
             # Raw ADTS has no duration in any header and FFmpeg's bitrate estimate was seen 11%
             # off; demuxing (no decoding) reads only frame headers: 1024 samples per frame.

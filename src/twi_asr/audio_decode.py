@@ -254,7 +254,7 @@ def _decode_av(src: Source, max_seconds: float | None) -> tuple[SampleSink, list
     except OSError as exc:  # removed or made unreadable since it was checked
         raise InputError(f"{label}: cannot read file ({exc.strerror or exc})") from exc
     try:
-        with av.open(fh, metadata_errors="replace") as container:
+        with av.open(fh, mode="r", metadata_errors="replace") as container:
             if not container.streams.audio:
                 kinds = sorted({s.type for s in container.streams})
                 found = f" (it has only {', '.join(kinds)} streams)" if kinds else ""

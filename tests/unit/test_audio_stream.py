@@ -319,3 +319,18 @@ def test_a_remuxed_looped_ogg_decodes_to_its_whole_length(tmp_path: Path) -> Non
     assert audio.duration == pytest.approx(15.0, abs=0.1)
     assert not any("ends early" in w for w in audio.warnings), audio.warnings
     assert peak_hz(audio.samples[-SAMPLE_RATE:]) == pytest.approx(440, abs=10)
+
+
+@needs_ffmpeg
+def test_an_mp3_in_a_spooled_upload_file_decodes(tmp_path: Path) -> None:
+    # Starlette spools uploads to SpooledTemporaryFile(mode="w+b"); PyAV reads a file object's
+    # mode, and "w+b" made it look for an *output* format ("Could not determine output format").
+    sf.write(tmp_path / "tone.wav", tone(44100, 1, 2.0)[:, 0], 44100)
+    ffmpeg("-i", tmp_path / "tone.wav", tmp_path / "tone.mp3")
+    upload = tempfile.SpooledTemporaryFile(max_size=1 << 20, mode="w+b")  # noqa: SIM115
+    upload.write((tmp_path / "tone.mp3").read_bytes())
+    upload.seek(0)
+    assert probe_duration(upload) == pytest.approx(2.0, abs=0.1)
+    audio = decode_audio(upload, name="tone.mp3")
+    assert audio.duration == pytest.approx(2.0, abs=0.1)
+    assert peak_hz(audio.samples) == pytest.approx(440, abs=10)
