@@ -7,6 +7,7 @@ Everything is built once per session into pytest's temp folders; nothing is down
 
 from __future__ import annotations
 
+import random
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -188,6 +189,50 @@ def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Clip:
     out = folder / "long.wav"
     _ffmpeg("-f", "concat", "-safe", "0", "-i", listing, "-c:a", "pcm_s16le", out)
     return Clip(out, " ".join(SENTENCES))
+
+
+@dataclass(frozen=True)
+class LongClip:
+    path: Path
+    text: str
+    sentences: tuple[str, ...]  # in the order spoken
+    starts: tuple[float, ...]  # where each sentence's audio starts, in seconds (1 s of silence after each)
+    duration: float
+
+
+def _shuffled(seed: int) -> list[int]:
+    order = list(range(len(SENTENCES)))
+    random.Random(seed).shuffle(order)
+    return order
+
+
+LONG_ORDERS = {
+    "listed": list(range(len(SENTENCES))),
+    "reversed": list(range(len(SENTENCES)))[::-1],
+    "shuffled": _shuffled(0),
+}
+
+
+@pytest.fixture(scope="session")
+def long_clips(tmp_path_factory: pytest.TempPathFactory) -> list[LongClip]:
+    """About 3.5 min of speech: three ~70 s clips, every sentence once in each, 1 s of silence
+    between them, in the orders of :data:`LONG_ORDERS` (so no one sentence's neighbours decide)."""
+    folder = tmp_path_factory.mktemp("long3")
+    parts = [speak(t, folder / f"p{i:02d}.wav") for i, t in enumerate(SENTENCES)]
+    seconds = [len(decode_audio(p).samples) / 16000 for p in parts]
+    silence = folder / "silence.wav"
+    _ffmpeg("-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "1.0", "-c:a", "pcm_s16le", silence)
+    clips = []
+    for name, order in LONG_ORDERS.items():
+        listing = folder / f"{name}.txt"
+        listing.write_text("".join(f"file '{parts[i]}'\nfile '{silence}'\n" for i in order))
+        out = folder / f"{name}.wav"
+        _ffmpeg("-f", "concat", "-safe", "0", "-i", listing, "-c:a", "pcm_s16le", out)
+        starts = [sum(seconds[j] + 1.0 for j in order[:k]) for k in range(len(order))]
+        sentences = tuple(SENTENCES[i] for i in order)
+        duration = starts[-1] + seconds[order[-1]] + 1.0
+        clips.append(LongClip(out, " ".join(sentences), sentences, tuple(starts), duration))
+    return clips
 
 
 # --------------------------------------------------------------------------- real Whisper weights
