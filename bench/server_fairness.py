@@ -3,7 +3,7 @@
 The server's own row (engine lanes auto: two single-threaded CTranslate2 workers on this CPU,
 one kept for short work) next to the reference, the same server with one two-threaded engine
 lane (``--engine-workers 1``: the previous design, every request behind the batch in the
-engine). Same clips, same run. For each: the p95 of 3 s requests sent one after another on
+engine). Same clips, same run. For each: the p95 of 3 s requests sent one every second on
 an idle server, the 20-minute upload alone, then both together.
 
     python bench/server_fairness.py            # writes bench/results/server_fairness.json
@@ -58,10 +58,24 @@ def post(url: str, path: Path, timeout: float = 900) -> float:
     return time.perf_counter() - t0
 
 
-def measure(url: str, shorts: list[Path], long: Path, n_idle: int) -> dict[str, Any]:
+def paced(
+    url: str, shorts: list[Path], interval: float, n: int | None, stop: threading.Event | None
+) -> list[float]:
+    """Short requests one at a time, one every ``interval`` seconds (a steady trickle of users)."""
+    out: list[float] = []
+    start = time.perf_counter()
+    i = 0
+    while (n is None or i < n) and not (stop is not None and stop.is_set()):
+        out.append(post(url, shorts[i % len(shorts)]))
+        i += 1
+        time.sleep(max(0.0, start + i * interval - time.perf_counter()))
+    return out
+
+
+def measure(url: str, shorts: list[Path], long: Path, n_idle: int, interval: float) -> dict[str, Any]:
     for p in shorts[:3]:
         post(url, p)  # warm-up
-    idle = [post(url, shorts[i % len(shorts)]) for i in range(n_idle)]
+    idle = paced(url, shorts, interval, n_idle, None)
     alone = post(url, long)
     done = threading.Event()
     wall: list[float] = []
@@ -72,11 +86,7 @@ def measure(url: str, shorts: list[Path], long: Path, n_idle: int) -> dict[str, 
 
     worker = threading.Thread(target=long_one)
     worker.start()
-    busy: list[float] = []
-    i = 0
-    while not done.is_set():
-        busy.append(post(url, shorts[i % len(shorts)]))
-        i += 1
+    busy = paced(url, shorts, interval, None, done)
     worker.join()
     return {
         "idle_p95_s": round(percentile(idle, 95), 3),
@@ -92,6 +102,7 @@ def measure(url: str, shorts: list[Path], long: Path, n_idle: int) -> dict[str, 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--idle-requests", type=int, default=30)
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between short requests")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON)
     args = p.parse_args(argv)
     clips = build_corpus(DEFAULT_CACHE / "clips")
@@ -107,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             row = {
                 "server": label,
                 "command": server.command,
-                **measure(server.url, shorts, long, args.idle_requests),
+                **measure(server.url, shorts, long, args.idle_requests, args.interval),
             }
             row["peak_rss_mib"] = round((peak_rss_kib(server.pid) or 0) / 1024, 1)
             rows.append(row)
@@ -132,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                 "long_s": LONG_S,
                 "short_clips": len(shorts),
                 "idle_requests": args.idle_requests,
-                "client": "httpx, one request at a time beside the long upload",
+                "client": f"httpx, one short request every {args.interval:g} s beside the long upload",
             },  # fmt: skip
             "targets": {"p95_ratio_max": 2.0, "long_growth_max": 0.2},
             "rows": rows,

@@ -12,6 +12,8 @@ the scheduler for its next batch:
   batch, so two long files advance together and one long file never blocks a queue of
   others. A job's first bulk batch is a single piece, so a streaming client sees its first
   words early.
+* **Long jobs age.** A bulk job that has had no batch for :data:`BULK_AGEING_S` goes before
+  short work, so a steady stream of short requests cannot starve a long upload.
 * **A lane stays free for short work.** With several lanes, bulk batches run on at most
   ``bulk_lanes`` of them (default: all but one), so a 3 s request arriving during a
   20-minute transcription does not wait for it. With one lane, bulk batches are kept small
@@ -40,6 +42,8 @@ from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
+BULK_AGEING_S = 5.0
+"""A bulk job left without a batch this long is served before short work (no starvation)."""
 
 
 class QueueFullError(TwiAsrError):
@@ -64,6 +68,8 @@ class Job:
         self.next = 0
         """Index of the next piece no lane has taken yet."""
         self.batches = 0
+        self.served = time.perf_counter()
+        """When the job arrived or its last batch ended: bulk jobs age from here."""
         self.cancelled = False
         self.future: asyncio.Future[list[Transcript]] = loop.create_future()
         self._updates: asyncio.Queue[tuple[int, Transcript] | BaseException] = asyncio.Queue()
@@ -240,6 +246,8 @@ class Batcher:
             try:
                 await self._run(loop, work)
             finally:
+                for job, _ in work:  # a job ages from the end of its last batch, not its start
+                    job.served = time.perf_counter()
                 self._running -= 1
                 self._bulk_running -= bulk
                 self.metrics.queue_depth.set(self.depth)
@@ -251,6 +259,11 @@ class Batcher:
             self._wake.clear()
             self._prune()
             short = [j for j in self._jobs if not j.bulk]
+            bulk = [j for j in self._jobs if j.bulk]
+            bulk_free = self._bulk_running < self.bulk_lanes
+            aged = [j for j in bulk if time.perf_counter() - j.served > BULK_AGEING_S]
+            if aged and bulk_free:
+                return self._claim_bulk(aged[0], bulk), True
             if short:
                 first = short[0]
                 group = [j for j in short if j.options == first.options]
@@ -260,14 +273,16 @@ class Batcher:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), remaining)
                 continue
-            bulk = [j for j in self._jobs if j.bulk]
-            if bulk and self._bulk_running < self.bulk_lanes:
+            if bulk and bulk_free:
                 job = bulk[self._turn % len(bulk)]
                 self._turn += 1
-                size = 1 if job.batches == 0 else self.bulk_batch_size
-                group = [job, *(j for j in bulk if j is not job and j.options == job.options)]
-                return self._claim(group, size), True
+                return self._claim_bulk(job, bulk), True
             await self._wake.wait()
+
+    def _claim_bulk(self, job: Job, bulk: list[Job]) -> _Work:
+        """A bulk batch led by ``job``: one piece the first time (early first words), then a batch."""
+        size = 1 if job.batches == 0 else self.bulk_batch_size
+        return self._claim([job, *(j for j in bulk if j is not job and j.options == job.options)], size)
 
     def _claim(self, jobs: list[Job], size: int) -> _Work:
         """Take up to ``size`` pieces from ``jobs``, in order."""
@@ -275,6 +290,7 @@ class Batcher:
         for job in jobs:
             if len(work) < size and job.pending:
                 job.batches += 1
+                job.served = time.perf_counter()
             while len(work) < size and job.pending:
                 work.append((job, job.next))
                 job.next += 1
