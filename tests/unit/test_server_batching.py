@@ -191,3 +191,13 @@ def test_dropping_a_job_skips_its_queued_pieces_and_counts_them() -> None:
     run(main())
     assert engine.calls == [[60_000]]
     assert metrics.registry.get_sample_value("twi_asr_dropped_pieces_total") == 8
+
+
+def test_an_upload_without_a_duration_reserves_what_its_size_can_hold() -> None:
+    from twi_asr.server.settings import ServerSettings
+    from twi_asr.server.transcription import _at_most
+
+    settings = ServerSettings(max_audio_s=10800)
+    assert _at_most(1100, settings) == pytest.approx(2.2)  # 1.1 kB of "audio": at most 2.2 s
+    assert _at_most(50_000_000, settings) == 10800  # never more than the per-request limit
+    assert _at_most(None, settings) == 10800

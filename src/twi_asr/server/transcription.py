@@ -32,6 +32,9 @@ from .streaming import EventStream, transcript_events
 from .uploads import ClientGone, prepare, too_long
 
 CLIENT_GONE = 499
+MIN_BYTES_PER_SECOND = 500
+"""No codec an upload may use stores a second of speech in less (Opus' floor is 6 kb/s, AMR-NB's
+4.75 kb/s): an upload's size bounds its duration when its header gives none."""
 """Logged status of a request whose client disconnected (nginx's convention)."""
 
 
@@ -90,7 +93,7 @@ async def transcribe_upload(
         if estimate is not None and estimate > settings.max_audio_s:
             raise too_long(estimate, settings.max_audio_s)
         try:
-            ticket = state.admission.admit(estimate if estimate is not None else settings.max_audio_s)
+            ticket = state.admission.admit(estimate if estimate is not None else _at_most(size, settings))
         except QueueFullError as exc:
             raise busy(exc.message, exc.retry_after) from exc
 
@@ -194,6 +197,14 @@ async def _disconnect(request: Request) -> None:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
+
+
+def _at_most(size: int | None, settings: Any) -> float:
+    """The reservation for an upload whose header gives no duration (raw streams, not audio at all):
+    the most its size can hold, at most the per-request limit; corrected once it is decoded."""
+    if size is None:
+        return float(settings.max_audio_s)
+    return min(float(settings.max_audio_s), max(1.0, size / MIN_BYTES_PER_SECOND))
 
 
 def _size(upload: UploadFile) -> int | None:
