@@ -8,6 +8,7 @@ SIGTERM then SIGKILL.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -69,6 +70,12 @@ class Server:
 
     def log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
+
+
+def metric(text: str, name: str) -> float:
+    """One sample of a Prometheus text exposition (0 when absent)."""
+    m = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
 
 
 def free_port() -> int:

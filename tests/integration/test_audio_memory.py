@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from .media import ffmpeg, silence_opus
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not on PATH"),
@@ -71,11 +73,6 @@ def measure(path: Path, kind: str = "path", limit: float | None = None) -> dict:
     return result
 
 
-def _ffmpeg(*args: str | Path) -> None:
-    cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *map(str, args)]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=600)
-
-
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder beside pytest's numbered temp folders: it outlives a run (the files are big to make)."""
@@ -96,26 +93,7 @@ def _make(path: Path, build) -> Path:  # type: ignore[no-untyped-def]
 def ten_hour_opus(cache: Path) -> Path:
     """10 h of mono silence in Ogg/Opus at 6 kb/s, ~13 MB: a 10-minute encode looped by remuxing
     (about 6 s; encoding the 10 hours directly takes minutes)."""
-
-    def build(out: Path) -> None:
-        seed = out.with_name(f"seed-{out.name}")
-        _ffmpeg(
-            "-f",
-            "lavfi",
-            "-i",
-            "anullsrc=r=48000:cl=mono",
-            "-t",
-            "600",
-            "-c:a",
-            "libopus",
-            "-b:a",
-            "6k",
-            seed,
-        )
-        _ffmpeg("-stream_loop", "59", "-i", seed, "-c", "copy", out)
-        seed.unlink()
-
-    return _make(cache / "ten_hours_silence.opus", build)
+    return _make(cache / "ten_hours_silence.opus", lambda out: silence_opus(out, 36000))
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +101,7 @@ def three_hour_flac(cache: Path) -> Path:
     """3 h of 48 kHz stereo silence in FLAC: ~2 MB on disk, about 14 s to make."""
 
     def build(out: Path) -> None:
-        _ffmpeg("-f", "lavfi", "-i", "anullsrc=r=48000:cl=stereo", "-t", "10800", "-c:a", "flac", out)
+        ffmpeg("-f", "lavfi", "-i", "anullsrc=r=48000:cl=stereo", "-t", "10800", "-c:a", "flac", out)
 
     return _make(cache / "three_hours_48k_stereo.flac", build)
 

@@ -35,7 +35,7 @@ from twi_asr import __version__
 from twi_asr.text import wer
 
 from .conftest import Clip, speak
-from .services import EASY_SENTENCES, Server, free_port, start_server, stop_server
+from .services import EASY_SENTENCES, Server, free_port, metric, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -67,12 +67,6 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def openai_client(server: Server, api_key: str = "x", **kwargs: Any) -> Any:
     return openai.OpenAI(base_url=server.url + "/v1", api_key=api_key, max_retries=0, **kwargs)
-
-
-def metric(text: str, name: str) -> float:
-    """One sample of a Prometheus text exposition (0 when absent)."""
-    m = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
 
 
 def assert_error_body(r: httpx.Response, status: int, code: str) -> None:

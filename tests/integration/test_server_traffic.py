@@ -13,7 +13,6 @@ import re
 import select
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +27,8 @@ import soundfile as sf
 from twi_asr.text import wer
 
 from .conftest import speak
-from .services import EASY_SENTENCES, Server, start_server, stop_server
+from .media import silence_opus
+from .services import EASY_SENTENCES, Server, metric, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -49,25 +49,8 @@ def reset_peak(pid: int) -> None:
         fh.write("5")  # resets VmHWM to the current RSS
 
 
-def metric(server: Server, name: str) -> float:
-    text = httpx.get(server.url + "/metrics", timeout=10).text
-    m = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
-
-
-def ffmpeg(*args: str | Path) -> None:
-    cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *map(str, args)]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=600)
-
-
-def silence_opus(folder: Path, seconds: int) -> Path:
-    """Mono Opus silence at 6 kb/s: a 10-minute encode looped by remuxing (encoding hours takes minutes)."""
-    seed, out = folder / "seed.opus", folder / f"silence-{seconds}s.opus"
-    ffmpeg(
-        "-f", "lavfi", "-i", "anullsrc=r=48000:cl=mono", "-t", "600", "-c:a", "libopus", "-b:a", "6k", seed
-    )
-    ffmpeg("-stream_loop", str(seconds // 600), "-i", seed, "-t", str(seconds), "-c", "copy", out)
-    return out
+def server_metric(server: Server, name: str) -> float:
+    return metric(httpx.get(server.url + "/metrics", timeout=10).text, name)
 
 
 def transcribe(server: Server, path: Path, timeout: float = 300, **data: str) -> httpx.Response:
@@ -169,7 +152,7 @@ def short_clips(sentences: list[tuple[np.ndarray, str]], tmp_path_factory: pytes
 def test_ten_hour_opus_bomb_gets_413_fast_in_bounded_memory(
     server: Server, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    bomb = silence_opus(tmp_path_factory.mktemp("bomb"), 36000)
+    bomb = silence_opus(tmp_path_factory.mktemp("bomb") / "ten-hours.opus", 36000)
     assert 8 * MB < bomb.stat().st_size < 16 * MB
     pid = server.proc.pid
     reset_peak(pid)
@@ -224,7 +207,7 @@ def test_chunked_upload_past_the_limit_is_cut_off_as_it_streams(small: Server) -
 def test_six_near_limit_uploads_at_once_stay_bounded(
     server: Server, short_clips: list[tuple[Path, str]], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    upload = silence_opus(tmp_path_factory.mktemp("flood"), 10440)  # 2.9 h, ~4 MB
+    upload = silence_opus(tmp_path_factory.mktemp("flood") / "2.9-hours.opus", 10440)  # 2.9 h, ~4 MB
     pid = server.proc.pid
     reset_peak(pid)
     before = status_of(pid, "VmRSS")
@@ -350,7 +333,7 @@ def test_stream_errors_and_formats(
 def test_a_client_that_disconnects_has_its_queued_pieces_dropped(
     server: Server, twenty_minutes: tuple[Path, str]
 ) -> None:
-    before = metric(server, "twi_asr_dropped_pieces_total")
+    before = server_metric(server, "twi_asr_dropped_pieces_total")
     url, path = server.url + "/v1/audio/transcriptions", twenty_minutes[0]
     files = {"file": (path.name, path.read_bytes())}
     with httpx.stream("POST", url, timeout=120, files=files, data={"stream": "true"}) as r:
@@ -358,21 +341,21 @@ def test_a_client_that_disconnects_has_its_queued_pieces_dropped(
             if line.startswith("data: "):
                 break
     deadline = time.monotonic() + 30
-    while metric(server, "twi_asr_dropped_pieces_total") <= before:
+    while server_metric(server, "twi_asr_dropped_pieces_total") <= before:
         assert time.monotonic() < deadline, "the stream's queued pieces were not dropped"
         time.sleep(0.2)
-    after_stream = metric(server, "twi_asr_dropped_pieces_total")
+    after_stream = server_metric(server, "twi_asr_dropped_pieces_total")
     with pytest.raises(httpx.ReadTimeout):  # plain request: the client gives up mid-queue
         transcribe(server, twenty_minutes[0], timeout=10)
     deadline = time.monotonic() + 30
-    while metric(server, "twi_asr_dropped_pieces_total") <= after_stream:
+    while server_metric(server, "twi_asr_dropped_pieces_total") <= after_stream:
         assert time.monotonic() < deadline, "the plain request's queued pieces were not dropped"
         time.sleep(0.2)
-    dropped = metric(server, "twi_asr_dropped_pieces_total") - before
+    dropped = server_metric(server, "twi_asr_dropped_pieces_total") - before
     print(f"dropped {dropped:.0f} queued pieces of two abandoned 20-min uploads")
     assert dropped >= 40  # ~44 pieces each; at most a batch or two ran before the client left
     deadline = time.monotonic() + 30  # and the engine is idle again: nothing runs for nobody
-    while metric(server, "twi_asr_queue_depth") > 0:
+    while server_metric(server, "twi_asr_queue_depth") > 0:
         assert time.monotonic() < deadline
         time.sleep(0.2)
 

@@ -68,7 +68,7 @@ async def transcript_events(
 ) -> AsyncIterator[bytes]:
     """The events of one streamed transcription; stops quietly when the client is gone."""
     parts: list[Transcript] = []
-    said = ""
+    said = False  # whether a delta went out: the next one starts with a space
     next_id = 0
     try:
         if job is not None:
@@ -92,7 +92,7 @@ async def transcript_events(
                 }
                 if logprobs:
                     event["logprobs"] = [p.model_dump() for p in logprobs_of(part) or []]
-                said, next_id = f"{said} {text}" if said else text, next_id + len(placed)
+                said, next_id = True, next_id + len(placed)
                 yield sse(event)
         final = finish(parts)
         done: dict[str, Any] = {
