@@ -1,0 +1,1 @@
+"""The database layer: the schema (SQLAlchemy 2 models), engine and sessions, and migrations."""
