@@ -16,6 +16,7 @@ import typer
 from .. import __version__
 from ..errors import TwiAsrError
 from . import console
+from .backend import app as backend_app
 from .batch import batch
 from .docker import app as docker_app
 from .eval import evaluate
@@ -37,6 +38,7 @@ app.command(no_args_is_help=True)(batch)
 app.command("eval", no_args_is_help=True)(evaluate)
 app.add_typer(models_app, name="models")
 app.add_typer(docker_app, name="docker")
+app.add_typer(backend_app, name="backend")
 
 _state = {"verbose": False}
 

@@ -1,0 +1,51 @@
+"""Reading job requests: a multipart form with a file, or a JSON body naming an upload or an S3 object.
+
+Starlette spools a multipart file part to a temporary file past 1 MB, so a
+big upload never sits in memory; the body limit itself is enforced while it
+streams by :class:`~twi_asr.backend.api.middleware.Boundary`.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import Request
+
+from ..errors import InvalidInput
+
+__all__ = ["OPTION_FIELDS", "content_disposition", "read_form", "read_json"]
+
+OPTION_FIELDS = ("language", "prompt", "word_timestamps", "task", "beam_size")
+MAX_FIELD_BYTES = 64 * 1024
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    """The JSON object of the body, or 400 ``invalid_json`` saying where it broke."""
+    raw = await request.body()
+    try:
+        body = json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"the body is not valid JSON ({exc})", code="invalid_json") from exc
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object", code="invalid_json")
+    return body
+
+
+async def read_form(request: Request) -> Any:
+    """The multipart form (files spooled to disk), or 400 when it cannot be parsed."""
+    try:
+        return await request.form(max_files=1, max_fields=32, max_part_size=MAX_FIELD_BYTES)
+    except Exception as exc:  # starlette raises its own errors for broken or oversized parts
+        if type(exc).__name__ == "_TooLarge":
+            raise
+        raise InvalidInput(f"the multipart form cannot be read ({exc})", code="invalid_form") from exc
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with an ASCII fallback and the exact UTF-8 name (RFC 6266 / RFC 5987)."""
+    plain = "".join(c for c in unicodedata.normalize("NFKD", filename) if not unicodedata.combining(c))
+    ascii_name = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in plain)
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"

@@ -1,0 +1,103 @@
+"""The request boundary as plain ASGI: request id, body limit, per-route counts, one log line.
+
+Plain ASGI so the body can be counted while it streams: an upload whose
+``Content-Length`` is over the limit is refused before a byte is read, and a
+chunked one is cut at the byte that passes the limit (413), never spooled whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .context import request_id_var
+from .errors import error_response
+
+__all__ = ["Boundary"]
+
+log = logging.getLogger("twi_asr.backend")
+SLACK = 1 << 20  # the multipart envelope and small fields, past the file limit
+QUIET = frozenset({"/health", "/ready", "/metrics"})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class Boundary:
+    """Wraps the app: every HTTP request gets an id (X-Request-ID kept or made), the limit, a count."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: Any) -> None:
+        self.app, self.max_body_bytes, self.metrics = app, max_body_bytes + SLACK, metrics
+        self.limit_mb = max_body_bytes / (1024 * 1024)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        rid = (headers.get("x-request-id") or uuid.uuid4().hex)[:128]
+        token = request_id_var.set(rid)
+        t0 = time.perf_counter()
+        state: dict[str, Any] = {"status": 500, "started": False, "overflow": False, "seen": 0}
+
+        async def tagged_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                if state["overflow"] or state["started"]:
+                    return
+                state["started"], state["status"] = True, message["status"]
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())],
+                }
+            elif state["overflow"] and message["type"] == "http.response.body":
+                return
+            await send(message)
+
+        async def limited_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                state["seen"] += len(message.get("body", b""))
+                if state["seen"] > self.max_body_bytes:
+                    state["overflow"] = True
+                    raise _TooLarge()
+            return message
+
+        too_large = error_response(
+            413,
+            "upload_too_large",
+            f"the request body is over the {self.limit_mb:g} MB limit (TWI_ASR_MAX_UPLOAD_MB); "
+            "for big files use POST /v1/uploads and PUT the file to its URL",
+        )
+        try:
+            length = headers.get("content-length")
+            if length and length.isdigit() and int(length) > self.max_body_bytes:
+                await too_large(scope, receive, tagged_send)
+                return
+            try:
+                await self.app(scope, limited_receive, tagged_send)
+            except _TooLarge:
+                pass
+            if state["overflow"] and not state["started"]:
+                state["overflow"] = False
+                await too_large(scope, receive, tagged_send)
+        finally:
+            elapsed = time.perf_counter() - t0
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(route=route, status=str(state["status"])).inc()
+            quiet = route in QUIET and state["status"] < 400
+            log.log(
+                logging.DEBUG if quiet else logging.INFO,
+                "%s %s -> %s in %.3f s [%s]",
+                scope.get("method"),
+                scope.get("path"),
+                state["status"],
+                elapsed,
+                rid,
+            )
+            request_id_var.reset(token)

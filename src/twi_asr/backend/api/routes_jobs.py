@@ -1,0 +1,204 @@
+"""``/v1/jobs``: submit (multipart file, upload id or S3 URI), list, get, transcript, cancel or delete."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from ..errors import InvalidInput
+from ..services import jobs
+from ..services.views import job_view
+from .context import request_id_var
+from .deps import Ctx, CurrentUser
+from .errors import ERRORS
+from .forms import OPTION_FIELDS, content_disposition, read_form, read_json
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
+
+JOB_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "language": {"type": "string"},
+                        "prompt": {"type": "string"},
+                        "word_timestamps": {"type": "boolean"},
+                        "task": {"type": "string", "enum": ["transcribe", "translate"]},
+                        "beam_size": {"type": "integer"},
+                        "webhook_url": {"type": "string"},
+                    },
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "upload_id": {"type": "string"},
+                        "s3_uri": {"type": "string"},
+                        "language": {"type": "string"},
+                        "prompt": {"type": "string"},
+                        "word_timestamps": {"type": "boolean"},
+                        "task": {"type": "string"},
+                        "beam_size": {"type": "integer"},
+                        "webhook_url": {"type": "string"},
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+def _request(
+    fields: dict[str, Any], idem: str | None, filename: str = "", content_type: str | None = None
+) -> jobs.JobRequest:
+    if idem is not None and not 1 <= len(idem) <= 200:
+        raise InvalidInput("Idempotency-Key must have 1 to 200 characters", param="Idempotency-Key")
+    options = jobs.validate_options({k: fields[k] for k in OPTION_FIELDS if k in fields})
+    return jobs.JobRequest(
+        filename=jobs.clean_filename(filename),
+        content_type=content_type,
+        options=options,
+        webhook_url=jobs.validate_webhook(fields.get("webhook_url")),
+        idempotency_key=idem,
+        request_id=request_id_var.get(),
+    )
+
+
+def _answer(job: Any, created: bool) -> JSONResponse:
+    return JSONResponse(
+        job_view(job), status_code=202 if created else 200, headers={"Location": f"/v1/jobs/{job.id}"}
+    )
+
+
+@router.post(
+    "",
+    status_code=202,
+    openapi_extra=JOB_BODY,
+    summary="Submit a transcription job",
+    responses={
+        202: {"description": "Accepted: the job, queued"},
+        200: {"description": "Idempotent replay"},
+        409: ERRORS[404] | {"description": "Upload not finished or already used"},
+        413: ERRORS[400] | {"description": "Upload over the size limit"},
+        415: ERRORS[400] | {"description": "Not audio or video"},
+        429: ERRORS[400] | {"description": "Over a quota (Retry-After)"},
+    },
+)
+async def submit(
+    request: Request, ctx: Ctx, user: CurrentUser, idempotency_key: Annotated[str | None, Header()] = None
+) -> JSONResponse:
+    """Multipart with ``file``, or JSON with ``upload_id`` or ``s3_uri``; options as fields."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        form = await read_form(request)
+        try:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise InvalidInput(
+                    "the form has no 'file' part: send the audio as file=@clip.wav",
+                    code="missing_file",
+                    param="file",
+                )
+            fields = {k: v for k, v in form.items() if k != "file" and isinstance(v, str)}
+            unknown = set(fields) - set(OPTION_FIELDS) - {"webhook_url", "model", "response_format"}
+            if unknown:
+                raise InvalidInput(
+                    f"unknown field {sorted(unknown)[0]!r}", code="unknown_field", param=sorted(unknown)[0]
+                )
+            req = _request(fields, idempotency_key, upload.filename or "", upload.content_type)
+            job, created = await run_in_threadpool(
+                jobs.submit_file, ctx.db, ctx.blobs, ctx.settings, user, req, upload.file
+            )
+        finally:
+            await form.close()
+        return _answer(job, created)
+    if kind in ("application/json", ""):
+        body = await read_json(request)
+        unknown = set(body) - set(OPTION_FIELDS) - {"webhook_url", "upload_id", "s3_uri"}
+        if unknown:
+            raise InvalidInput(
+                f"unknown field {sorted(unknown)[0]!r}", code="unknown_field", param=sorted(unknown)[0]
+            )
+        req = _request(body, idempotency_key)
+        if isinstance(body.get("upload_id"), str):
+            job, created = await run_in_threadpool(
+                jobs.submit_upload, ctx.db, ctx.blobs, ctx.settings, user, req, body["upload_id"]
+            )
+        elif isinstance(body.get("s3_uri"), str):
+            job, created = await run_in_threadpool(
+                jobs.submit_s3_uri, ctx.db, ctx.blobs, ctx.settings, user, req, body["s3_uri"]
+            )
+        else:
+            raise InvalidInput(
+                "a JSON job needs 'upload_id' or 's3_uri' (or send multipart with a file)",
+                code="missing_source",
+            )
+        return _answer(job, created)
+    raise InvalidInput(
+        f"unsupported content type {kind!r}: send multipart/form-data or application/json",
+        code="unsupported_content_type",
+    )
+
+
+@router.get("", summary="List your jobs, newest first")
+def list_jobs(
+    ctx: Ctx,
+    user: CurrentUser,
+    status: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """A page of the caller's jobs; pass ``next_cursor`` back as ``cursor`` for the next one."""
+    with ctx.db.session() as s:
+        rows, nxt = jobs.list_jobs(s, user, status=status, limit=limit, cursor=cursor)
+        return {"object": "list", "data": [job_view(j) for j in rows], "next_cursor": nxt}
+
+
+@router.get("/{job_id}", summary="One job")
+def get_job(job_id: str, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
+    """The job's state and, when done, its summary."""
+    with ctx.db.session() as s:
+        return job_view(jobs.get_job(s, user, job_id))
+
+
+@router.get(
+    "/{job_id}/transcript",
+    summary="Download the transcript",
+    responses={
+        200: {"content": {"text/plain": {}, "application/json": {}, "text/vtt": {}}},
+        409: ERRORS[404] | {"description": "The job is not done"},
+    },
+)
+def get_transcript(job_id: str, ctx: Ctx, user: CurrentUser, format: str = "txt") -> Response:
+    """txt, json, srt, vtt or tsv; the file is named after the upload (UTF-8 names kept)."""
+    data, name, media = jobs.transcript(ctx.db, ctx.blobs, user, job_id, format)
+    return Response(
+        data,
+        media_type=f"{media}; charset=utf-8" if media.startswith("text") else media,
+        headers={"Content-Disposition": content_disposition(name)},
+    )
+
+
+@router.delete(
+    "/{job_id}",
+    summary="Cancel a job, or delete a finished one",
+    responses={200: {"description": "Cancelled"}, 204: {"description": "Deleted with its files"}},
+)
+def delete_job(job_id: str, ctx: Ctx, user: CurrentUser) -> Response:
+    """Queued or running: cancelled (200 with the job). Finished: deleted with its files (204)."""
+    job = jobs.cancel_or_delete(ctx.db, ctx.blobs, user, job_id)
+    if job is None:
+        return Response(status_code=204)
+    return JSONResponse(job_view(job))

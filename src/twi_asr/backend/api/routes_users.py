@@ -1,0 +1,121 @@
+"""``/v1/me`` (yourself and your keys) and ``/v1/users`` (admins manage users)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from ..db.models import ApiKey, User
+from ..errors import InvalidInput
+from ..services import quotas, users
+from ..services.views import iso
+from .deps import Ctx, CurrentAdmin, CurrentUser
+from .errors import ERRORS
+from .forms import read_json
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["users"], responses=ERRORS)
+ADMIN = {403: ERRORS[401] | {"description": "Not an admin"}}
+
+
+def user_view(u: User) -> dict[str, Any]:
+    """A user as admins and the user see it (no secrets)."""
+    return {
+        "id": u.id,
+        "name": u.name,
+        "is_admin": u.is_admin,
+        "disabled": u.disabled,
+        "has_password": u.password_hash is not None,
+        "created_at": iso(u.created_at),
+        "max_concurrent_jobs": u.max_concurrent_jobs,
+        "audio_minutes_per_day": u.audio_minutes_per_day,
+    }
+
+
+def key_view(k: ApiKey) -> dict[str, Any]:
+    """A key without its secret: id, name, prefix, dates."""
+    return {
+        "id": k.id,
+        "name": k.name,
+        "prefix": k.prefix,
+        "created_at": iso(k.created_at),
+        "last_used_at": iso(k.last_used_at),
+        "revoked_at": iso(k.revoked_at),
+    }
+
+
+@router.get("/v1/me", summary="Yourself: quotas, usage, webhook secret")
+def me(ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
+    """Who the key or session belongs to, what it may use and uses, and the webhook signing secret."""
+    with ctx.db.session() as s:
+        use = quotas.usage(s, user, ctx.settings)
+    return {**user_view(user), **use.as_dict(), "webhook_secret": user.webhook_secret}
+
+
+@router.get("/v1/me/keys", summary="Your API keys")
+def my_keys(ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
+    """Every key you hold, revoked ones marked; never the secrets."""
+    with ctx.db.session() as s:
+        return {"object": "list", "data": [key_view(k) for k in users.list_keys(s, user)]}
+
+
+@router.post("/v1/me/keys", status_code=201, summary="Make another API key (shown once)")
+async def new_key(request: Request, ctx: Ctx, user: CurrentUser) -> JSONResponse:
+    """A new key; its secret is in this answer only."""
+    body = await read_json(request) if await request.body() else {}
+    with ctx.db.session() as s:
+        made = users.create_key(s, user, str(body.get("name") or "default"))
+        view = key_view(made.row)
+    return JSONResponse({**view, "api_key": made.api_key}, status_code=201)
+
+
+@router.delete("/v1/me/keys/{key_id}", status_code=204, summary="Revoke one of your keys")
+def revoke(key_id: str, ctx: Ctx, user: CurrentUser) -> Response:
+    """The key stops working at once."""
+    with ctx.db.session() as s:
+        users.revoke_key(s, user, key_id)
+    return Response(status_code=204)
+
+
+@router.get("/v1/users", summary="Every user (admins)", responses=ADMIN)
+def all_users(ctx: Ctx, _: CurrentAdmin) -> dict[str, Any]:
+    """Users, oldest first."""
+    with ctx.db.session() as s:
+        return {"object": "list", "data": [user_view(u) for u in users.list_users(s)]}
+
+
+@router.post("/v1/users", status_code=201, summary="Create a user with a first key (admins)", responses=ADMIN)
+async def create(request: Request, ctx: Ctx, _: CurrentAdmin) -> JSONResponse:
+    """``{"name", "admin"?, "password"?, "max_concurrent_jobs"?, "audio_minutes_per_day"?}``."""
+    body = await read_json(request)
+    if not isinstance(body.get("name"), str):
+        raise InvalidInput("name is required", param="name")
+    with ctx.db.session() as s:
+        user, made = users.create_user(
+            s,
+            body["name"],
+            admin=bool(body.get("admin", False)),
+            password=body.get("password"),
+            max_concurrent_jobs=body.get("max_concurrent_jobs"),
+            audio_minutes_per_day=body.get("audio_minutes_per_day"),
+        )
+        view = user_view(user)
+    return JSONResponse({**view, "api_key": made.api_key}, status_code=201)
+
+
+@router.patch("/v1/users/{name}", summary="Change a user (admins)", responses=ADMIN)
+async def change(name: str, request: Request, ctx: Ctx, _: CurrentAdmin) -> dict[str, Any]:
+    """admin, disabled, password, max_concurrent_jobs, audio_minutes_per_day."""
+    body = await read_json(request)
+    with ctx.db.session() as s:
+        return user_view(users.update_user(s, users.get_user(s, name), body))
+
+
+@router.delete("/v1/users/{name}", summary="Disable a user (admins)", responses=ADMIN)
+def disable(name: str, ctx: Ctx, _: CurrentAdmin) -> dict[str, Any]:
+    """The user's keys and sessions stop working; their jobs and files stay."""
+    with ctx.db.session() as s:
+        return user_view(users.update_user(s, users.get_user(s, name), {"disabled": True}))

@@ -1,0 +1,122 @@
+"""Password login for browsers: a session cookie (HttpOnly, SameSite=Lax, Secure behind TLS) + CSRF.
+
+``GET /login`` serves a small form carrying a CSRF token bound to a pre-login
+cookie; ``POST /login`` checks both and the argon2 password; ``POST /logout``
+needs the session's own CSRF token. The full web app builds on these.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
+
+from ..errors import Forbidden
+from ..security import new_token, sign, verify_signature
+from ..services import users
+from .deps import SESSION_COOKIE, Ctx, authenticate
+from .forms import read_form
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["web"])
+PRELOGIN_COOKIE = "twi_asr_prelogin"
+
+PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>twi-asr: log in</title>
+<meta name="viewport" content="width=device-width,initial-scale=1"></head>
+<body><main><h1>twi-asr</h1>{error}<form method="post" action="/login">
+<input type="hidden" name="csrf_token" value="{csrf}">
+<label>Name <input name="name" autocomplete="username" required></label>
+<label>Password <input name="password" type="password" autocomplete="current-password" required></label>
+<button type="submit">Log in</button></form></main></body></html>"""
+
+
+def _secure(request: Request, ctx: Any) -> bool:
+    if ctx.settings.cookie_secure is not None:
+        return bool(ctx.settings.cookie_secure)
+    return request.url.scheme == "https" or request.headers.get("x-forwarded-proto", "") == "https"
+
+
+@router.get("/login", response_class=HTMLResponse, summary="The login form")
+def login_page(request: Request, ctx: Ctx, error: str | None = None) -> HTMLResponse:
+    """A form whose CSRF token is an HMAC of a random pre-login cookie (double submit, signed)."""
+    nonce = request.cookies.get(PRELOGIN_COOKIE) or new_token()
+    message = f'<p role="alert">{html.escape(error)}</p>' if error else ""
+    page = HTMLResponse(PAGE.format(csrf=sign(ctx.secret, "login", nonce), error=message))
+    page.set_cookie(
+        PRELOGIN_COOKIE, nonce, httponly=True, samesite="lax", secure=_secure(request, ctx), max_age=3600
+    )
+    return page
+
+
+@router.post("/login", summary="Log in with a password (form post)")
+async def login(request: Request, ctx: Ctx) -> Response:
+    """Checks the form's CSRF token, then the password; sets the session cookie."""
+    form = await read_form(request)
+    nonce = request.cookies.get(PRELOGIN_COOKIE, "")
+    if not nonce or not verify_signature(ctx.secret, str(form.get("csrf_token") or ""), "login", nonce):
+        raise Forbidden("the login form's CSRF token is missing or wrong: reload /login", code="csrf_failed")
+    name, password = str(form.get("name") or ""), str(form.get("password") or "")
+
+    def check() -> tuple[Any, str, Any]:
+        with ctx.db.session() as s:
+            return users.login(s, name, password, ctx.settings.session_ttl_s)
+
+    user, token, row = await run_in_threadpool(check)
+    wants_json = "application/json" in request.headers.get("accept", "")
+    answer: Response = (
+        JSONResponse({"name": user.name, "csrf_token": row.csrf_token})
+        if wants_json
+        else RedirectResponse("/", status_code=303)
+    )
+    answer.set_cookie(
+        SESSION_COOKIE,
+        token,
+        httponly=True,
+        samesite="lax",
+        secure=_secure(request, ctx),
+        max_age=ctx.settings.session_ttl_s,
+        path="/",
+    )
+    answer.delete_cookie(PRELOGIN_COOKIE)
+    return answer
+
+
+@router.post("/logout", status_code=204, summary="End the session (needs its CSRF token)")
+async def logout(request: Request, ctx: Ctx) -> Response:
+    """The cookie's session is deleted server-side."""
+    token = request.cookies.get(SESSION_COOKIE)
+    sent = request.headers.get("x-csrf-token")
+    if sent is None and request.headers.get("content-type", "").startswith(
+        ("multipart/", "application/x-www")
+    ):
+        sent = str((await read_form(request)).get("csrf_token") or "")
+    auth = authenticate(request, ctx, check_csrf=False)
+    if auth.via == "session":
+        if (
+            not sent
+            or auth.csrf_token is None
+            or not hmac.compare_digest(sent.encode(), auth.csrf_token.encode())
+        ):
+            raise Forbidden("logout needs the session's CSRF token", code="csrf_failed")
+        with ctx.db.session() as s:
+            users.logout(s, token or "")
+    answer = Response(status_code=204)
+    answer.delete_cookie(SESSION_COOKIE, path="/")
+    return answer
+
+
+@router.get("/v1/session", summary="The logged-in session's user and CSRF token")
+def session_info(request: Request, ctx: Ctx) -> dict[str, Any]:
+    """For the web app: who is logged in, and the token its state-changing calls must send."""
+    auth = authenticate(request, ctx)
+    return {
+        "name": auth.user.name,
+        "is_admin": auth.user.is_admin,
+        "via": auth.via,
+        "csrf_token": auth.csrf_token,
+    }

@@ -1,0 +1,1 @@
+"""Business rules of the backend: users and keys, quotas, jobs, webhooks. No HTTP here."""
