@@ -12,10 +12,10 @@ from __future__ import annotations
 import io
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -23,7 +23,15 @@ from .errors import AudioError, EnvironmentProblem, InputError, TwiAsrError, Usa
 from .languages import language_code
 from .types import Segment, TranscribeOptions, Transcript, Word
 
-__all__ = ["RemoteTranscriber", "ServerError", "ServerUnavailable", "TwiAsrClient"]
+__all__ = [
+    "RemoteTranscriber",
+    "ServerError",
+    "ServerTimeout",
+    "ServerUnavailable",
+    "TwiAsrClient",
+    "form_fields",
+    "transcript_from_verbose",
+]
 
 
 class ServerError(TwiAsrError):
@@ -45,6 +53,16 @@ class ServerUnavailable(EnvironmentProblem):
     code = "server_unavailable"
 
 
+class ServerTimeout(EnvironmentProblem):
+    """The server took the request but gave no answer within the client's timeout (not retried).
+
+    Unlike :class:`ServerUnavailable`, sending the same file elsewhere may
+    well time out again, so callers decide for themselves whether to.
+    """
+
+    code = "server_timeout"
+
+
 class TwiAsrClient:
     """A small synchronous client: ``transcribe()``, ``health()``, ``ready()``, ``models()``."""
 
@@ -57,7 +75,9 @@ class TwiAsrClient:
         retries: int = 4,
         backoff_s: float = 0.5,
         transport: Any = None,
+        connect_timeout: float | None = None,
     ) -> None:
+        """``timeout`` bounds each read/write; ``connect_timeout`` (default: the same) bounds connecting."""
         import httpx
 
         if not base_url.startswith(("http://", "https://")):
@@ -68,7 +88,10 @@ class TwiAsrClient:
         self.backoff_s = backoff_s
         self._httpx = httpx
         self._http = httpx.Client(
-            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=connect_timeout or timeout),
+            transport=transport,
         )
 
     def __enter__(self) -> TwiAsrClient:
@@ -96,49 +119,104 @@ class TwiAsrClient:
         except self._httpx.HTTPError:
             return False
 
+    def readiness(self, *, timeout: float | None = None) -> tuple[bool, str]:
+        """``(True, "ready")``, or ``(False, why)``: "connection refused", "503 loading: ..." (no retry)."""
+        httpx = self._httpx
+        try:
+            kw = {"timeout": timeout} if timeout is not None else {}
+            response = self._http.get("/ready", **kw)
+        except httpx.TimeoutException:
+            return False, f"no answer within {timeout or 'the timeout'} s"
+        except httpx.ConnectError as exc:
+            return False, "connection refused" if "refused" in str(exc).lower() else f"cannot connect ({exc})"
+        except httpx.HTTPError as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+        if response.status_code == 200:
+            return True, "ready"
+        try:
+            body = response.json()
+            why = " ".join(str(body[k]) for k in ("status", "detail") if body.get(k))
+        except (ValueError, AttributeError):
+            why = response.text[:100]
+        return False, f"{response.status_code} {why}".strip()
+
     def models(self) -> list[dict[str, Any]]:
         """The served model cards (id, source, engine, weights hash, version)."""
         return list(self._request("GET", "/v1/models").json()["data"])
 
     def transcribe(
         self,
-        audio: bytes | str | Path,
+        audio: bytes | str | Path | BinaryIO,
         options: TranscribeOptions | None = None,
         *,
         filename: str | None = None,
+        request_id: str | None = None,
     ) -> Transcript:
-        """Send one file (bytes or a path) and return its transcript."""
-        options = options or TranscribeOptions()
-        if isinstance(audio, (str, Path)):
-            filename = filename or Path(audio).name
-            audio = Path(audio).read_bytes()
-        data: dict[str, Any] = {
-            "model": "whisper-1",
-            "response_format": "verbose_json",
-            "beam_size": str(options.beam_size),
-        }
-        temps = options.temperatures
-        data["temperature"] = "0" if (len(temps) > 1 and temps[0] == 0.0) else str(temps[0])
-        if options.language and options.task == "transcribe":
-            data["language"] = options.language
-        if options.initial_prompt:
-            data["prompt"] = options.initial_prompt
-        if options.word_timestamps:
-            data["timestamp_granularities[]"] = ["word", "segment"]
-        route = "/v1/audio/translations" if options.task == "translate" else "/v1/audio/transcriptions"
-        files = {"file": (filename or "audio.wav", audio, "application/octet-stream")}
-        response = self._request("POST", route, data=data, files=files)
+        """Send one file (bytes, a path or a seekable binary file) and return its transcript.
+
+        A path or a file object is streamed from disk in chunks, never read
+        whole into memory, so an hour of audio costs the client no more than
+        a second of it. ``request_id`` goes out as ``X-Request-ID`` (8001
+        logs it and echoes it back), so one id follows a job through both
+        servers' logs.
+        """
+        route, data = form_fields(options or TranscribeOptions())
+        response = self.transcribe_raw(audio, data, filename=filename, request_id=request_id, route=route)
         return transcript_from_verbose(response.json())
 
+    def transcribe_raw(
+        self,
+        audio: bytes | str | Path | BinaryIO,
+        form: Mapping[str, Any],
+        *,
+        filename: str | None = None,
+        request_id: str | None = None,
+        route: str = "/v1/audio/transcriptions",
+    ) -> Any:
+        """POST ``audio`` with arbitrary OpenAI form fields; the :class:`httpx.Response` (2xx only).
+
+        For callers that forward a request as it came (the backend's
+        OpenAI-compatible route: ``response_format=srt`` and the like). Same
+        retries and error mapping as :meth:`transcribe`; a file is rewound
+        to where it started before every attempt.
+        """
+        headers = {"X-Request-ID": request_id} if request_id else None
+        if isinstance(audio, (str, Path)):
+            with Path(audio).open("rb") as fh:
+                return self._post_file(route, fh, form, filename or Path(audio).name, headers)
+        if isinstance(audio, (bytes, bytearray, memoryview)):
+            files = {"file": (filename or "audio.wav", bytes(audio), "application/octet-stream")}
+            return self._request("POST", route, data=dict(form), files=files, headers=headers)
+        name = filename or Path(str(getattr(audio, "name", "") or "audio.wav")).name
+        return self._post_file(route, audio, form, name, headers)
+
+    def _post_file(
+        self, route: str, fh: BinaryIO, form: Mapping[str, Any], filename: str, headers: dict[str, str] | None
+    ) -> Any:
+        start = fh.tell()
+        files = {"file": (filename, fh, "application/octet-stream")}
+        return self._request(
+            "POST", route, data=dict(form), files=files, headers=headers, rewind=lambda: fh.seek(start)
+        )
+
     # ------------------------------------------------------------ plumbing
-    def _request(self, method: str, url: str, **kwargs: Any) -> Any:
+    def _request(
+        self, method: str, url: str, *, rewind: Callable[[], object] | None = None, **kwargs: Any
+    ) -> Any:
         httpx = self._httpx
         last: Exception | None = None
         for attempt in range(self.retries + 1):
+            if rewind is not None:
+                rewind()
             try:
                 response = self._http.request(method, url, **kwargs)
+            except httpx.ConnectTimeout as exc:  # never connected: as safe to retry as a refusal
+                last = exc
+                if attempt < self.retries:
+                    self._sleep(attempt, None)
+                continue
             except httpx.TimeoutException as exc:
-                raise EnvironmentProblem(f"{self.base_url}{url}: no answer in time ({exc})") from exc
+                raise ServerTimeout(f"{self.base_url}{url}: no answer in time ({exc})") from exc
             except httpx.TransportError as exc:  # refused, reset, or the server died mid-upload
                 last = exc
                 if attempt < self.retries:
@@ -161,13 +239,46 @@ class TwiAsrClient:
         time.sleep(delay * (1 + random.random() * 0.1))
 
 
+def form_fields(options: TranscribeOptions) -> tuple[str, dict[str, Any]]:
+    """The route and the OpenAI form fields asking for ``verbose_json`` with these options."""
+    data: dict[str, Any] = {
+        "model": "whisper-1",
+        "response_format": "verbose_json",
+        "beam_size": str(options.beam_size),
+    }
+    temps = options.temperatures
+    data["temperature"] = "0" if (len(temps) > 1 and temps[0] == 0.0) else str(temps[0])
+    if options.language and options.task == "transcribe":
+        data["language"] = options.language
+    if options.initial_prompt:
+        data["prompt"] = options.initial_prompt
+    if options.word_timestamps:
+        data["timestamp_granularities[]"] = ["word", "segment"]
+    route = "/v1/audio/translations" if options.task == "translate" else "/v1/audio/transcriptions"
+    return route, data
+
+
 def _error_from(response: Any) -> TwiAsrError:
+    """The error for a 4xx/5xx answer; it keeps the server's ``status``, ``server_code`` and message.
+
+    The type says what kind of failure it is (bad audio, bad option, server
+    down); the attributes keep the server's own stable code (``invalid_audio``,
+    ``audio_too_long``...) for callers that pass it on, such as the backend.
+    """
     try:
         err = response.json().get("error", {})
         code, message = str(err.get("code", "error")), str(err.get("message", response.text))
     except ValueError:
         code, message = "error", response.text[:200]
     status = response.status_code
+    exc = _mapped(status, code, message)
+    exc.status = status  # type: ignore[attr-defined]
+    exc.server_code = code  # type: ignore[attr-defined]
+    exc.server_message = message  # type: ignore[attr-defined]
+    return exc
+
+
+def _mapped(status: int, code: str, message: str) -> TwiAsrError:
     if status in (415, 422) and code in ("invalid_audio", "empty_file", "empty_audio"):
         return AudioError(message)
     if status == 413:

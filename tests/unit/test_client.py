@@ -387,3 +387,126 @@ def test_remote_transcriber_clips_loud_audio(client_for: Any) -> None:
 
     RemoteTranscriber(client_for(handler), batch_size=1).transcribe([np.full(1600, 3.0, dtype=np.float32)])
     assert peaks and 0.99 <= peaks[0] <= 1.0
+
+
+# --------------------------------------------------------------------------- streaming, request ids, raw
+class ChunkOnlyFile(io.BytesIO):
+    """A file that refuses to be read whole: every read must ask for a bounded chunk."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.reads: list[int] = []
+        self.seeks: list[int] = []
+
+    def read(self, size: int | None = -1) -> bytes:
+        assert size is not None and 0 < size <= 1 << 20, f"read({size}) would load the whole file"
+        self.reads.append(size)
+        return super().read(size)
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self.seeks.append(pos)
+        return super().seek(pos, whence)
+
+
+def test_a_file_object_is_streamed_in_chunks(client_for: Any) -> None:
+    data = bytes(range(256)) * 4096  # 1 MiB
+    fh = ChunkOnlyFile(data)
+    rec = Recorder(ok())
+    t = client_for(rec).transcribe(fh, filename="big.wav")
+    assert t.text == "Hello there. General Kenobi."
+    (req,) = rec.requests
+    assert file_part(req) == data and multipart_fields(req)["file"] == ["file:big.wav"]
+    assert len(fh.reads) > 10  # 64 KiB at a time
+    assert not fh.closed  # the caller's file stays the caller's
+
+
+def test_a_file_object_is_rewound_before_every_retry(client_for: Any, sleeps: list[float]) -> None:
+    data = b"RIFF" + b"\x01\x02" * 50_000
+    fh = ChunkOnlyFile(data)
+    rec = Recorder(httpx.WriteError("broken pipe"), error(503, "queue_full"), ok())
+    client_for(rec).transcribe(fh, filename="a.wav")
+    assert len(rec.requests) == 3
+    assert all(file_part(r) == data for r in rec.requests)  # every attempt sent the whole file
+    assert fh.seeks.count(0) >= 3
+
+
+def test_a_path_is_streamed_not_read_whole(
+    client_for: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pathlib import Path
+
+    path = tmp_path / "ɔkɔmfoɔ.wav"
+    path.write_bytes(b"RIFF" + b"\x00" * 200_000)
+
+    def no_read_bytes(self: Path) -> bytes:
+        raise AssertionError("read_bytes() loads the whole file")
+
+    monkeypatch.setattr(Path, "read_bytes", no_read_bytes)
+    rec = Recorder(ok())
+    client_for(rec).transcribe(path)
+    (req,) = rec.requests
+    assert len(file_part(req)) == 200_004
+    assert multipart_fields(req)["file"] == ["file:ɔkɔmfoɔ.wav"]  # named after the path, Twi letters kept
+
+
+def test_request_id_is_sent_on_every_attempt(client_for: Any, sleeps: list[float]) -> None:
+    rec = Recorder(httpx.ConnectError("refused"), ok())
+    client_for(rec).transcribe(b"x", request_id="job_abc123")
+    assert [r.headers["x-request-id"] for r in rec.requests] == ["job_abc123", "job_abc123"]
+    rec = Recorder(ok())
+    client_for(rec).transcribe(b"x")
+    assert "x-request-id" not in rec.requests[0].headers
+
+
+def test_transcribe_raw_forwards_any_form_and_returns_the_response(
+    client_for: Any, sleeps: list[float]
+) -> None:
+    srt = "1\n00:00:00,000 --> 00:00:01,500\nMaakye\n"
+    rec = Recorder(error(503, "queue_full", **{"Retry-After": "1"}), httpx.Response(200, text=srt))
+    form = {"model": "whisper-1", "response_format": "srt", "timestamp_granularities[]": ["word"]}
+    fh = io.BytesIO(b"RIFFdata")
+    response = client_for(rec).transcribe_raw(fh, form, filename="a.wav", request_id="r1")
+    assert isinstance(response, httpx.Response) and response.text == srt
+    assert len(rec.requests) == 2 and all(file_part(r) == b"RIFFdata" for r in rec.requests)
+    fields = multipart_fields(rec.requests[-1])
+    assert fields["response_format"] == ["srt"] and fields["timestamp_granularities[]"] == ["word"]
+    assert rec.requests[-1].url.path == "/v1/audio/transcriptions"
+    assert rec.requests[-1].headers["x-request-id"] == "r1"
+
+
+def test_transcribe_raw_maps_errors_and_keeps_the_server_code(client_for: Any) -> None:
+    rec = Recorder(error(415, "invalid_audio", "notes.wav: not audio"))
+    with pytest.raises(AudioError, match="not audio") as info:
+        client_for(rec).transcribe_raw(b"text", {"model": "whisper-1"}, filename="notes.wav")
+    assert info.value.server_code == "invalid_audio" and info.value.status == 415  # type: ignore[attr-defined]
+    rec = Recorder(error(413, "audio_too_long", "the audio is 9 s"))
+    with pytest.raises(InputError) as too_long:
+        client_for(rec).transcribe(b"x")
+    assert too_long.value.server_code == "audio_too_long"  # type: ignore[attr-defined]
+
+
+def test_readiness_says_why(client_for: Any) -> None:
+    ready = client_for(Recorder(httpx.Response(200, json={"status": "ready"})))
+    assert ready.readiness(timeout=2) == (True, "ready")
+    loading = client_for(Recorder(httpx.Response(503, json={"status": "loading", "detail": "loading tiny"})))
+    assert loading.readiness() == (False, "503 loading loading tiny")
+    down = client_for(Recorder(httpx.ConnectError("[Errno 111] Connection refused")))
+    assert down.readiness() == (False, "connection refused")
+    slow = client_for(Recorder(httpx.ReadTimeout("timed out")))
+    assert slow.readiness(timeout=2) == (False, "no answer within 2 s")
+
+
+def test_a_timeout_is_a_server_timeout() -> None:
+    from twi_asr.client import ServerTimeout, ServerUnavailable
+
+    assert issubclass(ServerTimeout, EnvironmentProblem) and not issubclass(ServerTimeout, ServerUnavailable)
+
+
+def test_a_connect_timeout_is_retried_like_a_refusal(client_for: Any, sleeps: list[float]) -> None:
+    from twi_asr.client import ServerUnavailable
+
+    rec = Recorder(httpx.ConnectTimeout("connect timed out"), ok())
+    assert client_for(rec, connect_timeout=5).transcribe(b"x").language == "en"
+    assert len(rec.requests) == 2 and len(sleeps) == 1
+    with pytest.raises(ServerUnavailable, match="ConnectTimeout"):
+        client_for(Recorder(httpx.ConnectTimeout("connect timed out")), retries=1).transcribe(b"x")
