@@ -18,6 +18,7 @@ out. Faults and what follows:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -83,10 +84,10 @@ class JobRunner:
             self.process(c)
         except Exception as exc:  # never lose the thread; the lease will hand the job to a retry
             log.exception("job %s: unexpected error, it will be retried: %s", c.job_id, exc)
-            try:
-                execution.release(self.db, c, self._delay(1), reason=f"internal error: {exc}")
-            except Exception:
-                pass
+            with contextlib.suppress(Exception):  # counted as an attempt: a bug must not loop forever
+                execution.release(
+                    self.db, c, self._delay(1), reason=f"internal error: {exc}", give_back=False
+                )
         return True
 
     def deliver_webhooks(self) -> int:

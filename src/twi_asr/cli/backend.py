@@ -254,9 +254,8 @@ def users_list(
         if as_json:
             print(json.dumps(r, ensure_ascii=False))
         else:
-            print(
-                f"{r['name']}\t{'admin' if r['admin'] else 'user'}\t{'disabled' if r['disabled'] else 'active'}"
-            )
+            role, state = "admin" if r["admin"] else "user", "disabled" if r["disabled"] else "active"
+            print(f"{r['name']}\t{role}\t{state}")
 
 
 @users_app.command("key")

@@ -7,6 +7,7 @@ chunked one is cut at the byte that passes the limit (413), never spooled whole.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -79,10 +80,8 @@ class Boundary:
             if length and length.isdigit() and int(length) > self.max_body_bytes:
                 await too_large(scope, receive, tagged_send)
                 return
-            try:
+            with contextlib.suppress(_TooLarge):
                 await self.app(scope, limited_receive, tagged_send)
-            except _TooLarge:
-                pass
             if state["overflow"] and not state["started"]:
                 state["overflow"] = False
                 await too_large(scope, receive, tagged_send)

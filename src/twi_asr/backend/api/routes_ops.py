@@ -1,4 +1,4 @@
-"""Operations: ``/health`` (the process answers), ``/ready`` (database, storage, an ASR server), ``/metrics``."""
+"""Operations: ``/health`` (the process answers), ``/ready`` (database, storage, ASR), ``/metrics``."""
 
 from __future__ import annotations
 

@@ -79,7 +79,8 @@ async def create_upload(request: Request, ctx: Ctx, user: CurrentUser) -> JSONRe
     if url is None:
         expires = str(int(time.time()) + ttl)
         base = (ctx.settings.public_url or str(request.base_url)).rstrip("/")
-        url = f"{base}/v1/uploads/{row.id}/content?expires={expires}&signature={sign(ctx.secret, row.id, expires)}"
+        signature = sign(ctx.secret, row.id, expires)
+        url = f"{base}/v1/uploads/{row.id}/content?expires={expires}&signature={signature}"
     with ctx.db.session() as s:
         s.add(row)
     return JSONResponse(

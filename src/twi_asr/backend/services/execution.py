@@ -108,10 +108,11 @@ def renew(db: Any, c: Claim, lease_s: float) -> bool:
         return bool(result.rowcount == 1)
 
 
-def release(db: Any, c: Claim, delay_s: float, *, reason: str) -> bool:
+def release(db: Any, c: Claim, delay_s: float, *, reason: str, give_back: bool = True) -> bool:
     """Put the job back in the queue for later (every ASR server down, storage unreachable).
 
-    The attempt is given back: waiting on the infrastructure is not the job's fault.
+    The attempt is given back (``give_back``): waiting on the infrastructure is not the job's
+    fault. An unexpected error keeps it, so a job that trips a bug ends after ``max_attempts``.
     """
     from sqlalchemy import update
 
@@ -125,7 +126,7 @@ def release(db: Any, c: Claim, delay_s: float, *, reason: str) -> bool:
                 lease_until=None,
                 worker=None,
                 available_at=utcnow() + timedelta(seconds=delay_s),
-                attempts=Job.attempts - 1,
+                attempts=Job.attempts - (1 if give_back else 0),
                 asr_waits=Job.asr_waits + 1,
                 error_code="waiting",
                 error_message=reason,

@@ -75,7 +75,7 @@ def check_type(filename: str, content_type: str | None) -> None:
     ct = (content_type or "").split(";")[0].strip().lower()
     if ct and not ct.startswith(_OK_TYPES):
         raise UnsupportedType(
-            f"{filename!r} was sent as {ct!r}: send audio or video (audio/*, video/*, or application/octet-stream)",
+            f"{filename!r} was sent as {ct!r}: send audio or video (audio/*, video/*)",
             param="file",
         )
 

@@ -47,7 +47,7 @@ def _check_name(name: str) -> str:
     name = (name or "").strip()
     if not _NAME.match(name):
         raise InvalidInput(
-            f"invalid user name {name!r}: use 1-100 letters, digits and . _ @ + - (starting with a letter or digit)",
+            f"invalid user name {name!r}: use 1-100 letters, digits and . _ @ + - (first a letter or digit)",
             code="invalid_name",
             param="name",
         )
