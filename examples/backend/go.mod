@@ -1,0 +1,3 @@
+module twi-asr-backend-example
+
+go 1.19
