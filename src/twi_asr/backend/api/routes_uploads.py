@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..db.models import Upload, utcnow
+from ..db.models import Upload, new_id, utcnow
 from ..errors import Forbidden, InvalidInput, NotFound, TooLarge
 from ..security import sign, verify_signature
 from ..services.jobs import check_type, clean_filename
@@ -64,6 +64,7 @@ async def create_upload(request: Request, ctx: Ctx, user: CurrentUser) -> JSONRe
         raise TooLarge(f"{filename!r} has {size} bytes, over the {ctx.settings.max_upload_mb:g} MB limit")
     ttl = ctx.settings.upload_url_ttl_s
     row = Upload(
+        id=new_id("upl"),  # the column default only runs at INSERT; the URL needs the id now
         user_id=user.id,
         filename=filename,
         content_type=content_type,
