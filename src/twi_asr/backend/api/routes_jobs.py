@@ -186,7 +186,7 @@ def get_transcript(job_id: str, ctx: Ctx, user: CurrentUser, format: str = "txt"
     data, name, media = jobs.transcript(ctx.db, ctx.blobs, user, job_id, format)
     return Response(
         data,
-        media_type=f"{media}; charset=utf-8" if media.startswith("text") else media,
+        media_type=media if media == "application/json" else f"{media}; charset=utf-8",  # srt too: UTF-8
         headers={"Content-Disposition": content_disposition(name)},
     )
 
