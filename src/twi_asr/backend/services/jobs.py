@@ -160,10 +160,11 @@ def _record(
         with db.session() as s:
             locked = s.get(User, user.id, with_for_update=True)  # serialises one user's submits (PostgreSQL)
             found = _existing(s, user, job.idempotency_key)
-            if found is not None:
-                raise _Duplicate(found)
-            check_submit(s, locked or user, settings, audio_seconds)
-            s.add(job)
+            if found is None:
+                check_submit(s, locked or user, settings, audio_seconds)
+                s.add(job)
+        if found is not None:  # raised inside the session, the rollback would expire (detach) ``found``
+            raise _Duplicate(found)
         return job, True
     except _Duplicate as dup:
         if cleanup:
