@@ -230,9 +230,13 @@ def submit_file(
     fileobj.seek(0)
     job_id = new_id("job")
     key = f"jobs/{job_id}/input/{req.filename}"
-    size = blobs.put_stream(
-        key, fileobj, max_bytes=int(settings.max_upload_mb * 1024 * 1024), content_type=req.content_type
-    )
+    try:
+        size = blobs.put_stream(
+            key, fileobj, max_bytes=int(settings.max_upload_mb * 1024 * 1024), content_type=req.content_type
+        )
+    except BaseException:  # over the limit, client gone: no empty jobs/<id>/input/ folder left behind
+        blobs.delete_prefix(f"jobs/{job_id}/")
+        raise
     if size == 0:
         blobs.delete_prefix(f"jobs/{job_id}/")
         raise InvalidInput(f"{req.filename!r} is empty", code="empty_file", param="file")
