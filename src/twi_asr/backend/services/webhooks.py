@@ -137,10 +137,12 @@ def deliver_due(
     """
     import httpx
 
-    clock = now or utcnow()
     attempted = 0
     with httpx.Client(timeout=timeout_s, transport=transport, follow_redirects=False) as http:
         while attempted < limit:
+            # Read the clock for every delivery: a round behind slow receivers (up to ``limit`` x
+            # ``timeout_s``) must not sign later ones with a stale time nor lease them already expired.
+            clock = now or utcnow()
             claim = _claim_one(db, clock, lease_s=timeout_s + 30.0, secret_for=secret_for)
             if claim is None:
                 break
