@@ -137,7 +137,9 @@ class JobRunner:
                 return
             finally:
                 beat.stopped.set()
-        if beat.lost:
+        # The heartbeat may not have beaten since the lease ran out (a stalled worker, a database cut
+        # off): ask once more before touching the outputs, which a new owner may already have written.
+        if beat.lost or not execution.renew(self.db, c, self.settings.job_lease_s):
             log.info("job %s was cancelled or taken over while it ran; dropping the result", job.id)
             return
         t_asr = time.monotonic()
