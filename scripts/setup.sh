@@ -7,7 +7,10 @@ cd "$(dirname "$0")/.."
 
 # chromium: the browser tests of the page at / (Playwright drives /usr/bin/chromium; its fonts-* deps
 # carry the glyphs for ɛ ɔ ŋ). Playwright's own browser download is not used.
-APT_PACKAGES=(ffmpeg espeak-ng sox libsndfile1 chromium fonts-dejavu-core)
+# postgresql: the server binaries the backend's integration tests start (tests/integration/postgres.py);
+# docker-compose (v1): validates docker/compose.yaml; curl: health checks; nodejs only if `node` is missing.
+APT_PACKAGES=(ffmpeg espeak-ng sox libsndfile1 chromium fonts-dejavu-core postgresql docker-compose curl)
+command -v node >/dev/null || APT_PACKAGES+=(nodejs)
 if [[ "${TWI_ASR_SKIP_APT:-0}" != "1" ]] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
