@@ -288,7 +288,7 @@ def test_swarm_stack_replicates_the_asr(yaml: ModuleType) -> None:
     assert asr["deploy"]["replicas"] >= 2
     assert asr["ports"][0]["target"] == 8001
     assert "/ready" in " ".join(asr["healthcheck"]["test"])
-    assert stack["services"]["backend"]["environment"]["ASR_URL"] == "http://asr:8001"
+    assert stack["services"]["backend"]["environment"]["TWI_ASR_ASR_URL"] == "http://asr:8001"
 
 
 def test_kubernetes_probes_service_and_autoscaler(yaml: ModuleType) -> None:

@@ -134,13 +134,6 @@ def test_database_is_utf8_and_twi_text_round_trips(database: Database) -> None:
     assert bytes(stored) == TWI.encode("utf-8")
 
 
-@pytest.mark.xfail(
-    reason="alembic's `context`/`op` proxies are process globals, so two threads in one process running "
-    "migrate.upgrade() at once mix up each other's environments (KeyError 'config'/'script', "
-    "DuplicateTable, or both waiting on the advisory lock) before env.py's lock can help; "
-    "migrate.upgrade needs a process-wide threading.Lock. Remove this marker once it has one.",
-    strict=False,
-)
 def test_two_concurrent_upgrades_from_two_threads_both_succeed(postgres: PgServer, pg_url: str) -> None:
     dbs = [_db(pg_url), _db(pg_url)]
     barrier = threading.Barrier(len(dbs))

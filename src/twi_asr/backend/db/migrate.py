@@ -7,6 +7,7 @@ which revision a database is at.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from .engine import Database
 __all__ = ["current", "head", "upgrade"]
 
 _HERE = Path(__file__).parent / "migrations"
+_LOCK = threading.Lock()  # Alembic's context and op proxies are process-global: one upgrade at a time
 
 
 def _config(connection: Any = None) -> Any:
@@ -30,7 +32,7 @@ def upgrade(db: Database, revision: str = "head") -> str | None:
     """Migrate to ``revision`` (the newest by default); returns the revision now current."""
     from alembic import command
 
-    with db.engine.connect() as conn:
+    with _LOCK, db.engine.connect() as conn:  # other processes: the advisory lock in env.py
         command.upgrade(_config(conn), revision)
         conn.commit()
     return current(db)
