@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .db.models import Job, utcnow
-from .errors import NotFound, StorageUnavailable
+from .errors import DatabaseUnavailable, NotFound, StorageUnavailable
 from .services import execution, webhooks
 from .services import outputs as outputs_mod
 from .services.execution import Claim
@@ -82,6 +82,10 @@ class JobRunner:
             return False
         try:
             self.process(c)
+        except DatabaseUnavailable as exc:  # an outage, not a bug: no traceback; the attempt is given back
+            log.warning("job %s: %s; it will be retried", c.job_id, exc.message)
+            with contextlib.suppress(Exception):  # still down: the lease hands the job on when it is back
+                execution.release(self.db, c, self._delay(1), reason=exc.message)
         except Exception as exc:  # never lose the thread; the lease will hand the job to a retry
             log.exception("job %s: unexpected error, it will be retried: %s", c.job_id, exc)
             with contextlib.suppress(Exception):  # counted as an attempt: a bug must not loop forever
