@@ -173,3 +173,42 @@ def test_options_are_checked() -> None:
     for bad in ({"task": "summarise"}, {"beam_size": "0"}, {"word_timestamps": "maybe"}, {"colour": "red"}):
         with pytest.raises(InvalidInput):
             jobs.validate_options(bad)
+
+
+def test_abandoned_uploads_are_swept_but_used_ones_stay(env) -> None:  # type: ignore[no-untyped-def]
+    from twi_asr.backend.db.models import Upload
+    from twi_asr.backend.services.janitor import sweep_uploads
+
+    db, blobs, _, user = env
+    long_ago = utcnow() - timedelta(hours=3)
+    with db.session() as s:
+        s.add(
+            Upload(
+                id="upl_old",
+                user_id=user.id,
+                filename="a.wav",
+                storage_key="uploads/upl_old/a.wav",
+                max_bytes=10,
+                expires_at=long_ago,
+            )
+        )
+        s.add(
+            Upload(
+                id="upl_used",
+                user_id=user.id,
+                filename="b.wav",
+                storage_key="uploads/upl_used/b.wav",
+                max_bytes=10,
+                expires_at=long_ago,
+                job_id="job_x",
+            )
+        )
+        s.add(Upload(id="upl_new", user_id=user.id, filename="c.wav", storage_key="uploads/upl_new/c.wav",
+                     max_bytes=10, expires_at=utcnow() + timedelta(hours=1)))  # fmt: skip
+    for key in ("uploads/upl_old/a.wav", "uploads/upl_used/b.wav", "uploads/upl_new/c.wav"):
+        blobs.put_bytes(key, b"x")
+    assert sweep_uploads(db, blobs) == 1
+    assert blobs.size("uploads/upl_old/a.wav") is None
+    assert blobs.size("uploads/upl_used/b.wav") == 1 and blobs.size("uploads/upl_new/c.wav") == 1
+    with db.session() as s:
+        assert sorted(u.id for u in s.query(Upload).all()) == ["upl_new", "upl_used"]

@@ -30,7 +30,7 @@ from typing import Any
 
 from .db.models import Job, utcnow
 from .errors import DatabaseUnavailable, NotFound, StorageUnavailable
-from .services import execution, webhooks
+from .services import execution, janitor, webhooks
 from .services import outputs as outputs_mod
 from .services.execution import Claim
 from .settings import BackendSettings
@@ -199,6 +199,7 @@ class WorkerPool:
     def _loop(self) -> None:
         runner = JobRunner(self.settings, self.db, self.blobs, self.asr, self.metrics)
         last_chores = 0.0
+        last_sweep = time.monotonic() - 290.0  # the first sweep soon after start
         while not self._stop.is_set():
             try:
                 ran = runner.run_one()
@@ -206,6 +207,9 @@ class WorkerPool:
                     runner.deliver_webhooks()
                     execution.reap_sync(self.db)
                     last_chores = time.monotonic()
+                if time.monotonic() - last_sweep > 300.0:
+                    janitor.sweep_uploads(self.db, self.blobs)
+                    last_sweep = time.monotonic()
                 if ran:
                     continue
             except Exception as exc:  # database down: keep trying, slowly
