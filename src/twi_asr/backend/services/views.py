@@ -36,7 +36,9 @@ def job_view(job: Job) -> dict[str, Any]:
         "model": job.model,
         "engine": job.engine,
         "attempts": job.attempts,
-        "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
+        "error": {"code": job.error_code, "message": job.error_message} if job.status == "failed" else None,
+        # why a queued job is not running yet (every ASR server down, storage unreachable), if it waits
+        "waiting": job.error_message if job.status == "queued" and job.error_code == "waiting" else None,
         "timings": job.timings,
         "webhook_url": job.webhook_url,
         "formats": list(FORMATS) if done else [],
