@@ -166,8 +166,12 @@ class JobRunner:
             self.db, c, outputs_mod.summary(result.transcript, result.server, outputs, timings)
         )
         if done is None:
-            log.info("job %s was cancelled while it ran; its outputs are removed", job.id)
-            self.blobs.delete_prefix(f"jobs/{job.id}/output/")
+            with self.db.session() as sess:
+                now = sess.get(Job, c.job_id)
+                cancelled = now is not None and now.status == "cancelled"
+            if cancelled:  # only then are the outputs nobody's; a new owner's are left alone
+                log.info("job %s was cancelled while it ran; its outputs are removed", job.id)
+                self.blobs.delete_prefix(f"jobs/{job.id}/output/")
             return
         if self.metrics is not None:
             self.metrics.observe_job(done)
