@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 from ..errors import UsageError
 from ..storage import s3_client, s3_error, split_s3
-from .blobs import CHUNK, _copy_to_file, check_key
+from .blobs_base import CHUNK, _copy_to_file, check_key
 from .errors import BackendError, Forbidden, InvalidInput, NotFound, StorageUnavailable, TooLarge
 
 __all__ = ["S3BlobStore", "read_s3_uri"]
