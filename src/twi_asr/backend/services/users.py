@@ -92,9 +92,9 @@ def create_user(
         name=name,
         is_admin=admin,
         password_hash=hash_password(_check_password(password)) if password else None,
-        max_concurrent_jobs=max_concurrent_jobs,
-        audio_minutes_per_day=audio_minutes_per_day,
     )
+    quotas = {"max_concurrent_jobs": max_concurrent_jobs, "audio_minutes_per_day": audio_minutes_per_day}
+    update_user(s, user, quotas)  # checked as a PATCH is ("many" or 0 was stored as given)
     s.add(user)
     s.flush()
     return user, create_key(s, user, key_name)
@@ -115,7 +115,8 @@ def update_user(s: Any, user: User, changes: dict[str, Any]) -> User:
     for field in ("max_concurrent_jobs", "audio_minutes_per_day"):
         if field in changes:
             value = changes[field]
-            if value is not None and (not isinstance(value, (int, float)) or value <= 0):
+            kinds = int if field == "max_concurrent_jobs" else (int, float)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, kinds) or value <= 0):
                 raise InvalidInput(f"{field} must be a positive number or null", param=field)
             setattr(user, field, value)
     return user
