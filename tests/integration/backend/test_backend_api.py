@@ -113,6 +113,7 @@ SITES: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "sqlite": (("--workers", "2"), {}),
     "postgres": (("--workers", "2"), {}),
     "idle": (("--workers", "0"), {"TWI_ASR_MAX_UPLOAD_MB": "1"}),  # jobs stay queued; uploads <= 1 MB
+    "idle_pg": (("--workers", "0"), {"TWI_ASR_MAX_UPLOAD_MB": "1"}),
 }
 
 
@@ -129,7 +130,11 @@ def pool(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReques
     folder = tmp_path_factory.mktemp("backends")
     databases: dict[str, str | None] = {"sqlite": None, "idle": None}
     with contextlib.suppress(pytest.skip.Exception):  # no PostgreSQL binaries: the [postgres] tests skip
-        databases["postgres"] = request.getfixturevalue("postgres").new_database("api_backend")
+        pg = request.getfixturevalue("postgres")
+        databases["postgres"], databases["idle_pg"] = (
+            pg.new_database("api_backend"),
+            pg.new_database("api_idle"),
+        )
     started: list[Any] = []
     with ThreadPoolExecutor(4) as ex:
         try:
@@ -169,6 +174,15 @@ def db_site(request: pytest.FixtureRequest, pool: Pool) -> Site:
     if request.param not in pool.sites:
         pytest.skip("no PostgreSQL server in this session")
     return pool.sites[request.param]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def db_idle(request: pytest.FixtureRequest, pool: Pool) -> Site:
+    """``--workers 0`` on SQLite, then on PostgreSQL."""
+    name = "idle" if request.param == "sqlite" else "idle_pg"
+    if name not in pool.sites:
+        pytest.skip("no PostgreSQL server in this session")
+    return pool.sites[name]
 
 
 @pytest.fixture(scope="module")
@@ -440,6 +454,19 @@ def test_not_audio_fails_with_the_asr_code(site: Site, asr: Server, clips: dict[
         409,
         "job_not_done",
     )
+    # the OpenAI entry answers as 8001 did, and records the call as a failed job
+    with clips["junk"].open("rb") as fh:
+        r = httpx.post(
+            f"{site.url}/v1/audio/transcriptions",
+            headers=auth(key),
+            files={"file": ("x.wav", fh, "audio/wav")},
+            data={"model": "whisper-1"},
+            timeout=60,
+        )
+    assert (r.status_code, r.json()["error"]["code"]) == (direct.status_code, ASR_NOT_AUDIO_CODE), r.text
+    sync = [j for j in list_all(site.url, key) if j["id"] != job["id"]]
+    assert len(sync) == 1 and sync[0]["status"] == "failed", sync
+    assert sync[0]["error"]["code"] == ASR_NOT_AUDIO_CODE
 
 
 def test_pagination_and_status_filter(db_site: Site, clips: dict[str, Path]) -> None:
@@ -602,6 +629,38 @@ def test_concurrent_jobs_quota(idle: Site, clips: dict[str, Path]) -> None:
         == 200
     )
     assert post_file(idle.url, key, clips["short"]).status_code == 202
+
+
+def test_concurrent_jobs_quota_holds_under_racing_submits(db_idle: Site, clips: dict[str, Path]) -> None:
+    key = db_idle.new_user("race", max_concurrent_jobs=1)
+    before = db_idle.stored_jobs()
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: post_file(db_idle.url, key, clips["short"]), range(6)))
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [202] + [429] * 5, [a.text for a in answers]
+    assert len(list_all(db_idle.url, key)) == 1
+    made = next(a.json()["id"] for a in answers if a.status_code == 202)
+    assert db_idle.stored_jobs() - before == {made}  # the refused uploads were removed
+
+
+def test_invalid_quotas_are_400(site: Site) -> None:
+    for bad in (
+        {"max_concurrent_jobs": "many"},
+        {"max_concurrent_jobs": 0},
+        {"audio_minutes_per_day": -1},
+        {"max_concurrent_jobs": True},
+    ):
+        name = f"bad{uuid.uuid4().hex[:6]}"
+        r = httpx.post(
+            f"{site.url}/v1/users", headers=auth(site.admin), json={"name": name, **bad}, timeout=10
+        )
+        expect_error(r, 400, "invalid_request")
+        assert name not in {
+            u["name"]
+            for u in httpx.get(f"{site.url}/v1/users", headers=auth(site.admin), timeout=10).json()["data"]
+        }
+        r = httpx.patch(f"{site.url}/v1/users/admin", headers=auth(site.admin), json=bad, timeout=10)
+        expect_error(r, 400, "invalid_request")
 
 
 def test_audio_minutes_per_day_quota(idle: Site, clips: dict[str, Path]) -> None:
