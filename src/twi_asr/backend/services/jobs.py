@@ -1,5 +1,7 @@
 """Jobs as the API sees them: submit (three ways), list, get, fetch a transcript, cancel or delete.
 
+What a request may ask is checked in :mod:`.intake` first.
+
 A submission stores the audio first and records the job after, so a failure
 in between leaves no job pointing at nothing (and the stored file is removed).
 An ``Idempotency-Key`` makes a retried POST return the job the first one made:
@@ -12,21 +14,21 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import unicodedata
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO
 
 from ...writers import FORMATS
 from ..db.models import ACTIVE_STATES, JOB_STATES, Job, Upload, User, new_id, utcnow
-from ..errors import Conflict, Forbidden, InvalidInput, NotFound, TooLarge, UnsupportedType
+from ..errors import Conflict, Forbidden, InvalidInput, NotFound, TooLarge
 from ..settings import BackendSettings
+from .intake import JobRequest, check_type, clean_filename, validate_options, validate_webhook
 from .quotas import check_submit
 
-__all__ = [
+__all__ = [  # the intake names are re-exported: routes take everything about jobs from here
     "JobRequest",
     "cancel_or_delete",
+    "check_type",
     "clean_filename",
     "get_job",
     "list_jobs",
@@ -35,6 +37,7 @@ __all__ = [
     "submit_upload",
     "transcript",
     "validate_options",
+    "validate_webhook",
 ]
 
 MEDIA_TYPES = {
@@ -44,95 +47,6 @@ MEDIA_TYPES = {
     "vtt": "text/vtt",
     "tsv": "text/tab-separated-values",
 }
-_OK_TYPES = ("audio/", "video/", "application/octet-stream", "application/ogg", "binary/octet-stream")
-
-
-@dataclass
-class JobRequest:
-    """What a client asked for, validated: file name, options, webhook, idempotency key."""
-
-    filename: str
-    content_type: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    webhook_url: str | None = None
-    idempotency_key: str | None = None
-    request_id: str | None = None
-
-
-def clean_filename(name: str | None) -> str:
-    """The client's file name without folders or control characters, NFC, at most 200 characters."""
-    base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
-    base = "".join(ch for ch in unicodedata.normalize("NFC", base) if unicodedata.category(ch)[0] != "C")
-    base = base.strip().strip(".") or "audio"
-    if len(base) > 200:
-        stem, dot, ext = base.rpartition(".")
-        base = (stem[:190] + dot + ext[:9]) if dot and len(ext) < 10 else base[:200]
-    return base
-
-
-def check_type(filename: str, content_type: str | None) -> None:
-    """415 for a declared type that is neither audio nor video (a missing type is let through)."""
-    ct = (content_type or "").split(";")[0].strip().lower()
-    if ct and not ct.startswith(_OK_TYPES):
-        raise UnsupportedType(
-            f"{filename!r} was sent as {ct!r}: send audio or video (audio/*, video/*)",
-            param="file",
-        )
-
-
-def validate_options(raw: dict[str, Any]) -> dict[str, Any]:
-    """Decoding options a job may carry, checked and normalised (400 names the bad field)."""
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        if value is None or value == "":
-            continue
-        if key == "language":
-            if not isinstance(value, str) or len(value) > 20:
-                raise InvalidInput("language must be a short code such as 'tw' or 'en'", param=key)
-            out[key] = value.strip()
-        elif key == "prompt":
-            if not isinstance(value, str) or len(value) > 4000:
-                raise InvalidInput("prompt must be text of at most 4000 characters", param=key)
-            out[key] = value
-        elif key == "word_timestamps":
-            out[key] = _boolean(value, key)
-        elif key == "task":
-            if value not in ("transcribe", "translate"):
-                raise InvalidInput("task must be 'transcribe' or 'translate'", param=key)
-            out[key] = value
-        elif key == "beam_size":
-            try:
-                beam = int(value)
-            except (TypeError, ValueError):
-                beam = 0
-            if not 1 <= beam <= 20:
-                raise InvalidInput("beam_size must be a whole number from 1 to 20", param=key)
-            out[key] = beam
-        else:
-            raise InvalidInput(f"unknown field {key!r}", code="unknown_field", param=key)
-    return out
-
-
-def _boolean(value: Any, key: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise InvalidInput(f"{key} must be true or false", param=key)
-
-
-def validate_webhook(url: str | None) -> str | None:
-    """An http(s) URL of at most 2000 characters, or None."""
-    if not url:
-        return None
-    if not url.startswith(("http://", "https://")) or len(url) > 2000 or any(c.isspace() for c in url):
-        raise InvalidInput(
-            "webhook_url must be an http:// or https:// URL", code="invalid_webhook_url", param="webhook_url"
-        )
-    return url
 
 
 def _existing(s: Any, user: User, key: str | None) -> Job | None:
