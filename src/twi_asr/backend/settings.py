@@ -49,7 +49,8 @@ class BackendSettings(BaseSettings):
     """A running job whose worker stops renewing its lease this long is taken by another worker."""
     job_max_attempts: int = Field(5, ge=1)
     """Tries of a job whose worker died mid-job before it is failed (an unreachable ASR does not count)."""
-    poll_interval_s: float = Field(0.5, gt=0.0)
+    poll_interval_s: float = Field(1.0, gt=0.0)
+    """How often idle workers look for due jobs; a job submitted in this process wakes them at once."""
     asr_timeout_s: float = Field(3600.0, gt=0.0)
     asr_retry_max_s: float = Field(30.0, gt=0.0)
     """Longest wait before a job whose ASR servers were all unreachable is tried again."""

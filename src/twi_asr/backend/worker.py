@@ -191,6 +191,7 @@ class WorkerPool:
     def __init__(self, settings: BackendSettings, db: Any, blobs: Any, asr: Any, metrics: Any = None) -> None:
         self.settings, self.db, self.blobs, self.asr, self.metrics = settings, db, blobs, asr, metrics
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def start(self, n: int) -> None:
@@ -219,11 +220,17 @@ class WorkerPool:
             except Exception as exc:  # database down: keep trying, slowly
                 log.warning("worker loop: %s", exc)
                 self._stop.wait(min(5.0, self.settings.poll_interval_s * 4))
-            self._stop.wait(self.settings.poll_interval_s)
+            self._wake.wait(self.settings.poll_interval_s)  # a job submitted here wakes us at once
+            self._wake.clear()
+
+    def wake(self) -> None:
+        """A job was just queued in this process: idle threads look now, not at their next poll."""
+        self._wake.set()
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Ask every thread to stop after its current job, and wait up to ``timeout_s``."""
         self._stop.set()
+        self._wake.set()
         deadline = time.monotonic() + timeout_s
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))

@@ -76,7 +76,9 @@ def _request(
     )
 
 
-def _answer(job: Any, created: bool) -> JSONResponse:
+def _answer(job: Any, created: bool, ctx: Any) -> JSONResponse:
+    if created and ctx.workers is not None:
+        ctx.workers.wake()
     return JSONResponse(
         job_view(job), status_code=202 if created else 200, headers={"Location": f"/v1/jobs/{job.id}"}
     )
@@ -123,7 +125,7 @@ async def submit(
             )
         finally:
             await form.close()
-        return _answer(job, created)
+        return _answer(job, created, ctx)
     if kind in ("application/json", ""):
         body = await read_json(request)
         unknown = set(body) - set(OPTION_FIELDS) - {"webhook_url", "upload_id", "s3_uri"}
@@ -145,7 +147,7 @@ async def submit(
                 "a JSON job needs 'upload_id' or 's3_uri' (or send multipart with a file)",
                 code="missing_source",
             )
-        return _answer(job, created)
+        return _answer(job, created, ctx)
     raise InvalidInput(
         f"unsupported content type {kind!r}: send multipart/form-data or application/json",
         code="unsupported_content_type",

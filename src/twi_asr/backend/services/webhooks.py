@@ -138,7 +138,8 @@ def deliver_due(
     import httpx
 
     attempted = 0
-    with httpx.Client(timeout=timeout_s, transport=transport, follow_redirects=False) as http:
+    http: Any = None  # made on the first due delivery: an idle round costs one query, not a TLS setup
+    try:
         while attempted < limit:
             # Read the clock for every delivery: a round behind slow receivers (up to ``limit`` x
             # ``timeout_s``) must not sign later ones with a stale time nor lease them already expired.
@@ -146,9 +147,14 @@ def deliver_due(
             claim = _claim_one(db, clock, lease_s=timeout_s + 30.0, secret_for=secret_for)
             if claim is None:
                 break
+            if http is None:
+                http = httpx.Client(timeout=timeout_s, transport=transport, follow_redirects=False)
             attempted += 1
             status, error = _post(http, claim, clock)
             _record(db, claim, clock, status=status, error=error, max_attempts=max_attempts)
+    finally:
+        if http is not None:
+            http.close()
     return attempted
 
 
