@@ -148,7 +148,9 @@ class JobRunner:
             return
         t_asr = time.monotonic()
         try:
-            outputs = outputs_mod.store_outputs(self.blobs, job.id, job.filename, result.transcript)
+            outputs = outputs_mod.store_outputs(
+                self.blobs, job.id, job.filename, result.transcript, asr_seconds=result.seconds
+            )
         except StorageUnavailable as exc:
             execution.release(self.db, c, self._delay(job.asr_waits), reason=str(exc))
             return

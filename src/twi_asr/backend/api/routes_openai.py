@@ -100,7 +100,9 @@ def _run(ctx: Any, user: Any, req: jobs.JobRequest, upload: UploadFile) -> tuple
         except (AsrRejected, AsrUnavailable) as exc:
             execution.finish_failed(ctx.db, c, exc.code, exc.message)
             raise
-    outputs = outputs_mod.store_outputs(ctx.blobs, job.id, job.filename, result.transcript)
+    outputs = outputs_mod.store_outputs(
+        ctx.blobs, job.id, job.filename, result.transcript, asr_seconds=result.seconds
+    )
     done = execution.finish_done(
         ctx.db,
         c,

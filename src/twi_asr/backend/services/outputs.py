@@ -18,11 +18,18 @@ CONTENT_TYPES = {
 }
 
 
-def store_outputs(blobs: Any, job_id: str, filename: str, transcript: Any) -> dict[str, str]:
+def store_outputs(
+    blobs: Any, job_id: str, filename: str, transcript: Any, *, asr_seconds: float | None = None
+) -> dict[str, str]:
     """Write txt, json, srt, vtt and tsv under ``jobs/ID/output/``; returns format -> key.
 
     Rewriting the same keys is harmless, so a job retried after a crash simply writes them again.
     """
+    from ...types import Timings
+
+    if asr_seconds is not None and not transcript.timings.total:  # 8001's JSON has no timings
+        s = round(asr_seconds, 3)  # as the backend saw it: the whole call to 8001
+        transcript = transcript.with_meta(timings=Timings(inference=s, total=s))
     stem = PurePosixPath(filename).stem or "transcript"
     outputs = {}
     for fmt in FORMATS:
