@@ -13,11 +13,11 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..asgi_body import BodyTooLarge, RequestTap
 from .auth import key_matches
 from .errors import ApiError, upload_too_large
 from .logs import request_id_var
@@ -28,10 +28,6 @@ MULTIPART_SLACK = 65536
 """Bytes allowed past the upload limit for the multipart envelope and the other form fields."""
 PROBE_ROUTES = frozenset({"/health", "/ready", "/metrics"})
 """Routes whose successful answers are logged at DEBUG, not INFO."""
-
-
-class _BodyTooLarge(Exception):
-    """Raised from ``receive`` when the body passes the limit; the middleware answers 413."""
 
 
 class RequestBoundary:
@@ -62,52 +58,29 @@ class RequestBoundary:
         rid = (headers.get("x-request-id") or uuid.uuid4().hex)[:128]
         token = request_id_var.set(rid)
         t0 = time.perf_counter()
-        state: dict[str, Any] = {"status": 500, "started": False, "overflow": False, "seen": 0}
-
-        async def tagged_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                if state["overflow"] or state["started"]:
-                    return  # the app's answer to a body we cut off; ours is the 413
-                state["started"], state["status"] = True, message["status"]
-                message = {
-                    **message,
-                    "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())],
-                }
-            elif state["overflow"] and message["type"] == "http.response.body":
-                return
-            await send(message)
-
-        async def limited_receive() -> Message:
-            message = await receive()
-            if message["type"] == "http.request":
-                state["seen"] += len(message.get("body", b""))
-                if state["seen"] > self.max_body_bytes:
-                    state["overflow"] = True
-                    raise _BodyTooLarge()
-            return message
+        tap = RequestTap(receive, send, request_id=rid, max_body_bytes=self.max_body_bytes)
 
         try:
             refusal = self._refusal(scope, headers)
             if refusal is not None:
-                await refusal.response()(scope, receive, tagged_send)
+                await refusal.response()(scope, receive, tap.send)
             else:
                 try:
-                    await self.app(scope, limited_receive, tagged_send)
-                except _BodyTooLarge:
+                    await self.app(scope, tap.receive, tap.send)
+                except BodyTooLarge:
                     pass
                 except Exception as exc:  # answered here so it keeps its request id and is counted
-                    if state["started"]:
+                    if tap.started:
                         raise
                     log.exception("unexpected error")
                     error = ApiError(
                         500, "internal_error", f"{type(exc).__name__}: {exc}", kind="server_error"
                     )
-                    await error.response()(scope, receive, tagged_send)
-                if state["overflow"] and not state["started"]:
-                    state["overflow"] = False
-                    await upload_too_large(None, self.limit_mb).response()(scope, receive, tagged_send)
+                    await error.response()(scope, receive, tap.send)
+                if tap.owes_refusal():
+                    await upload_too_large(None, self.limit_mb).response()(scope, receive, tap.send)
         finally:
-            self._account(scope, state["status"], time.perf_counter() - t0, rid)
+            self._account(scope, tap.status, time.perf_counter() - t0, rid)
             request_id_var.reset(token)
 
     def _refusal(self, scope: Scope, headers: Headers) -> ApiError | None:

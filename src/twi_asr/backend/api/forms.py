@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from fastapi import Request
 
+from ...asgi_body import BodyTooLarge
 from ..errors import InvalidInput
 
 __all__ = ["OPTION_FIELDS", "content_disposition", "read_form", "read_json"]
@@ -38,9 +39,9 @@ async def read_form(request: Request) -> Any:
     """The multipart form (files spooled to disk), or 400 when it cannot be parsed."""
     try:
         return await request.form(max_files=1, max_fields=32, max_part_size=MAX_FIELD_BYTES)
+    except BodyTooLarge:  # the boundary answers 413
+        raise
     except Exception as exc:  # starlette raises its own errors for broken or oversized parts
-        if type(exc).__name__ == "_TooLarge":
-            raise
         raise InvalidInput(f"the multipart form cannot be read ({exc})", code="invalid_form") from exc
 
 

@@ -14,8 +14,9 @@ import uuid
 from typing import Any
 
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ...asgi_body import BodyTooLarge, RequestTap
 from .context import request_id_var
 from .errors import error_response
 
@@ -24,10 +25,6 @@ __all__ = ["Boundary"]
 log = logging.getLogger("twi_asr.backend")
 SLACK = 1 << 20  # the multipart envelope and small fields, past the file limit
 QUIET = frozenset({"/health", "/ready", "/metrics"})
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class Boundary:
@@ -45,30 +42,7 @@ class Boundary:
         rid = (headers.get("x-request-id") or uuid.uuid4().hex)[:128]
         token = request_id_var.set(rid)
         t0 = time.perf_counter()
-        state: dict[str, Any] = {"status": 500, "started": False, "overflow": False, "seen": 0}
-
-        async def tagged_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                if state["overflow"] or state["started"]:
-                    return
-                state["started"], state["status"] = True, message["status"]
-                message = {
-                    **message,
-                    "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())],
-                }
-            elif state["overflow"] and message["type"] == "http.response.body":
-                return
-            await send(message)
-
-        async def limited_receive() -> Message:
-            message = await receive()
-            if message["type"] == "http.request":
-                state["seen"] += len(message.get("body", b""))
-                if state["seen"] > self.max_body_bytes:
-                    state["overflow"] = True
-                    raise _TooLarge()
-            return message
-
+        tap = RequestTap(receive, send, request_id=rid, max_body_bytes=self.max_body_bytes)
         too_large = error_response(
             413,
             "upload_too_large",
@@ -78,24 +52,23 @@ class Boundary:
         try:
             length = headers.get("content-length")
             if length and length.isdigit() and int(length) > self.max_body_bytes:
-                await too_large(scope, receive, tagged_send)
+                await too_large(scope, receive, tap.send)
                 return
-            with contextlib.suppress(_TooLarge):
-                await self.app(scope, limited_receive, tagged_send)
-            if state["overflow"] and not state["started"]:
-                state["overflow"] = False
-                await too_large(scope, receive, tagged_send)
+            with contextlib.suppress(BodyTooLarge):
+                await self.app(scope, tap.receive, tap.send)
+            if tap.owes_refusal():
+                await too_large(scope, receive, tap.send)
         finally:
             elapsed = time.perf_counter() - t0
             route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(route=route, status=str(state["status"])).inc()
-            quiet = route in QUIET and state["status"] < 400
+            self.metrics.requests.labels(route=route, status=str(tap.status)).inc()
+            quiet = route in QUIET and tap.status < 400
             log.log(
                 logging.DEBUG if quiet else logging.INFO,
                 "%s %s -> %s in %.3f s [%s]",
                 scope.get("method"),
                 scope.get("path"),
-                state["status"],
+                tap.status,
                 elapsed,
                 rid,
             )
