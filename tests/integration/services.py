@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,18 +95,25 @@ def start_server(log: Path, *flags: str, env: dict[str, str] | None = None) -> S
     with log.open("wb") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=full_env)
     server = Server(f"http://127.0.0.1:{port}", proc, log)
-    deadline = time.monotonic() + READY_TIMEOUT_S
+    wait_until_up(proc, server.url + "/ready", READY_TIMEOUT_S, server.log_tail, lambda: stop_server(server))
+    return server
+
+
+def wait_until_up(proc: subprocess.Popen[bytes], url: str, timeout_s: float, tail: Callable[[], str],
+                  give_up: Callable[[], object]) -> None:  # fmt: skip
+    """Poll ``url`` until it answers 200; fail the test (log tail shown) if the process dies or time is up."""
+    deadline = time.monotonic() + timeout_s
     while True:
         if proc.poll() is not None:
-            pytest.fail(f"the server exited with {proc.returncode} before it was ready:\n{server.log_tail()}")
+            pytest.fail(f"{proc.args!r} exited with {proc.returncode} before {url} answered:\n{tail()}")
         try:
-            if httpx.get(server.url + "/ready", timeout=2).status_code == 200:
-                return server
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
-            stop_server(server)
-            pytest.fail(f"the server was not ready within {READY_TIMEOUT_S:.0f} s:\n{server.log_tail()}")
+            give_up()
+            pytest.fail(f"{url} did not answer within {timeout_s:.0f} s:\n{tail()}")
         time.sleep(0.1)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.services import free_port
+from tests.integration.services import free_port, wait_until_up
 
 READY_TIMEOUT_S = 60.0
 
@@ -71,19 +71,10 @@ def start_backend(
     with log.open("ab") as sink:
         proc = subprocess.Popen(args, stdout=sink, stderr=sink, env=env)
     backend = Backend(f"http://127.0.0.1:{port}", proc, log, env, args)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"the backend exited with {proc.returncode}:\n{backend.log_tail()}")
-        try:
-            if httpx.get(backend.url + "/health", timeout=2).status_code == 200:
-                return backend
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            stop_backend(backend)
-            pytest.fail(f"the backend did not answer within {READY_TIMEOUT_S:.0f} s:\n{backend.log_tail()}")
-        time.sleep(0.1)
+    wait_until_up(
+        proc, backend.url + "/health", READY_TIMEOUT_S, backend.log_tail, lambda: stop_backend(backend)
+    )
+    return backend
 
 
 def restart(backend: Backend) -> Backend:
