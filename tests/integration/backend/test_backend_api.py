@@ -375,6 +375,20 @@ def test_admin_routes(site: Site) -> None:
         409,
         "user_exists",
     )
+    # an admin revokes one leaked key of the user; the user's other key keeps working
+    r = httpx.post(
+        f"{site.url}/v1/me/keys", headers=auth(made["api_key"]), json={"name": "leaked"}, timeout=10
+    )
+    leaked = r.json()
+    keys = httpx.get(f"{site.url}/v1/users/{name}/keys", headers=auth(site.admin), timeout=10).json()["data"]
+    assert {k["name"] for k in keys} == {"default", "leaked"} and all("api_key" not in k for k in keys)
+    expect_error(httpx.get(f"{site.url}/v1/users/{name}/keys", headers=auth(plain), timeout=10), 403,
+                 "admin_required")  # fmt: skip
+    r = httpx.delete(f"{site.url}/v1/users/{name}/keys/{leaked['id']}", headers=auth(site.admin), timeout=10)
+    assert r.status_code == 204, r.text
+    expect_error(httpx.get(f"{site.url}/v1/me", headers=auth(leaked["api_key"]), timeout=10), 401,
+                 "invalid_api_key")  # fmt: skip
+    assert httpx.get(f"{site.url}/v1/me", headers=auth(made["api_key"]), timeout=10).status_code == 200
     # disabling a user shuts their key out
     r = httpx.delete(f"{site.url}/v1/users/{name}", headers=auth(site.admin), timeout=10)
     assert r.status_code == 200 and r.json()["disabled"] is True, r.text

@@ -119,3 +119,19 @@ def disable(name: str, ctx: Ctx, _: CurrentAdmin) -> dict[str, Any]:
     """The user's keys and sessions stop working; their jobs and files stay."""
     with ctx.db.session() as s:
         return user_view(users.update_user(s, users.get_user(s, name), {"disabled": True}))
+
+
+@router.get("/v1/users/{name}/keys", summary="A user's API keys (admins)", responses=ADMIN)
+def user_keys(name: str, ctx: Ctx, _: CurrentAdmin) -> dict[str, Any]:
+    """Every key the user holds, revoked ones marked; never the secrets."""
+    with ctx.db.session() as s:
+        return {"object": "list", "data": [key_view(k) for k in users.list_keys(s, users.get_user(s, name))]}
+
+
+@router.delete("/v1/users/{name}/keys/{key_id}", status_code=204, summary="Revoke a user's key (admins)",
+               responses=ADMIN)  # fmt: skip
+def revoke_user_key(name: str, key_id: str, ctx: Ctx, _: CurrentAdmin) -> Response:
+    """A leaked key stops working at once; the user's other keys keep working."""
+    with ctx.db.session() as s:
+        users.revoke_key(s, users.get_user(s, name), key_id)
+    return Response(status_code=204)
