@@ -167,6 +167,17 @@ def test_presigned_put_works_from_plain_http(s3: Any) -> None:
     assert head["ContentType"] == "audio/wav"
 
 
+def test_presigned_urls_name_the_public_endpoint_when_one_is_set(s3: Any) -> None:
+    inside = s3.meta.endpoint_url  # what the backend uses (http://127.0.0.1:PORT)
+    outside = inside.replace("127.0.0.1", "localhost")  # what a client outside would reach
+    store = open_store(f"s3://{BUCKET}/pub", endpoint_url=inside, public_endpoint_url=outside)
+    url = store.presign_put("uploads/upl_2/ɔkɔm nsɛm.wav", content_type="audio/wav", expires_s=300)
+    assert url is not None and url.startswith(outside + "/"), url
+    answer = httpx.put(url, content=b"RIFF1234", headers={"Content-Type": "audio/wav"}, timeout=30)
+    assert answer.status_code == 200, answer.text  # signed for the host it names
+    assert store.read_bytes("uploads/upl_2/ɔkɔm nsɛm.wav") == b"RIFF1234"
+
+
 def test_delete_prefix_deletes_one_job_folder(s3: Any) -> None:
     store = open_store(f"s3://{BUCKET}/del")
     for i in range(30):

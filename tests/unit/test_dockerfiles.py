@@ -269,7 +269,10 @@ def test_compose_runs_the_backend_in_front_of_the_asr(yaml: ModuleType) -> None:
     }
     for name in ("db", "s3"):
         assert services[name]["healthcheck"]["test"], name
-        assert "ports" not in services[name], f"{name} stays inside the compose network"
+    assert "ports" not in services["db"], "the database stays inside the compose network"
+    # MinIO is published on loopback only, where the presigned upload URLs point
+    assert services["s3"]["ports"] == ["127.0.0.1:9000:9000"]
+    assert env["TWI_ASR_S3_PUBLIC_ENDPOINT_URL"].endswith("localhost:9000}")
     assert "twi-asr" in " ".join(services["s3-init"]["command"])
     assert {"models", "pgdata", "s3data"} <= set(compose["volumes"])
 

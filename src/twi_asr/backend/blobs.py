@@ -155,7 +155,9 @@ class LocalBlobStore:
             raise _disk_error(exc, self.root, "write into") from exc
 
 
-def open_store(location: str, *, endpoint_url: str | None = None) -> BlobStore:
+def open_store(
+    location: str, *, endpoint_url: str | None = None, public_endpoint_url: str | None = None
+) -> BlobStore:
     """The store for a folder path (``file://`` optional) or ``s3://bucket/prefix``.
 
     Makes no network call and no folder: a bad bucket or a missing disk shows
@@ -170,7 +172,7 @@ def open_store(location: str, *, endpoint_url: str | None = None) -> BlobStore:
     if location.startswith("s3://"):
         from .blobs_s3 import S3BlobStore
 
-        return S3BlobStore(location, endpoint_url=endpoint_url)
+        return S3BlobStore(location, endpoint_url=endpoint_url, public_endpoint_url=public_endpoint_url)
     if location.startswith("file://"):
         location = location[len("file://") :]
     if "://" in location:

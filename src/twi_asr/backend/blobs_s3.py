@@ -136,7 +136,9 @@ class _Body(io.RawIOBase):
 class S3BlobStore:
     """A :class:`~.blobs.BlobStore` in ``s3://bucket/prefix``; keys live at ``prefix/key``."""
 
-    def __init__(self, location: str, *, endpoint_url: str | None = None) -> None:
+    def __init__(
+        self, location: str, *, endpoint_url: str | None = None, public_endpoint_url: str | None = None
+    ) -> None:
         try:
             self.bucket, prefix = split_s3(location)
         except UsageError as exc:
@@ -146,6 +148,9 @@ class S3BlobStore:
             check_key(self.prefix, what="prefix")
         self.location = location
         self.endpoint_url = endpoint_url
+        # Presigned URLs are for clients: behind compose or a proxy the store's address seen from
+        # outside (http://localhost:9000) is not the one the backend uses (http://s3:9000).
+        self.public_endpoint_url = public_endpoint_url
 
     def __repr__(self) -> str:
         return f"S3BlobStore({self.location!r})"
@@ -275,8 +280,9 @@ class S3BlobStore:
         """A presigned PUT URL; the client must send the same ``Content-Type`` header."""
         full = self._key(key)
         try:
+            signer = s3_client(self.public_endpoint_url) if self.public_endpoint_url else self._client()
             return str(
-                self._client().generate_presigned_url(
+                signer.generate_presigned_url(
                     "put_object",
                     Params={"Bucket": self.bucket, "Key": full, "ContentType": content_type},
                     ExpiresIn=int(expires_s),

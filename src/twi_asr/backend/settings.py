@@ -39,6 +39,8 @@ class BackendSettings(BaseSettings):
     """SQLAlchemy URL; unset: SQLite in ``data_dir``. ``postgresql://...`` uses psycopg 3."""
     storage: str | None = None
     """A folder or ``s3://bucket/prefix``; unset: ``data_dir/storage``."""
+    s3_public_endpoint_url: str | None = None
+    """The S3 endpoint as clients reach it, for presigned upload URLs (default: the backend's own)."""
     data_dir: Path = Field(default_factory=default_data_dir)
     public_url: str | None = None
     """The URL clients reach this backend at (for upload URLs in the local-storage mode)."""

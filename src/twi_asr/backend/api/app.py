@@ -44,7 +44,7 @@ def build_context(settings: BackendSettings, *, migrate: bool = True) -> AppCont
     return AppContext(
         settings=settings,
         db=db,
-        blobs=open_store(settings.resolved_storage()),
+        blobs=open_store(settings.resolved_storage(), public_endpoint_url=settings.s3_public_endpoint_url),
         asr=AsrPool.from_settings(settings),
         metrics=BackendMetrics(db),
         secret=secret,
