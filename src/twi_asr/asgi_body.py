@@ -9,9 +9,17 @@ answer is swallowed so the boundary's 413 is the one the client sees.
 
 from __future__ import annotations
 
+import uuid
+
+from starlette.datastructures import Headers
 from starlette.types import Message, Receive, Send
 
-__all__ = ["BodyTooLarge", "RequestTap"]
+__all__ = ["BodyTooLarge", "RequestTap", "request_id"]
+
+
+def request_id(headers: Headers) -> str:
+    """The caller's ``X-Request-ID`` (at most 128 characters), or a new random one."""
+    return (headers.get("x-request-id") or uuid.uuid4().hex)[:128]
 
 
 class BodyTooLarge(Exception):

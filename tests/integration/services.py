@@ -118,14 +118,19 @@ def wait_until_up(proc: subprocess.Popen[bytes], url: str, timeout_s: float, tai
 
 
 def stop_server(server: Server) -> int:
-    if server.proc.poll() is None:
-        server.proc.terminate()
+    return stop_process(server.proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, then SIGKILL after 30 s; the exit status."""
+    if proc.poll() is None:
+        proc.terminate()
         try:
-            server.proc.wait(30)
+            proc.wait(30)
         except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait(10)
-    return server.proc.returncode
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
 
 
 def start_moto(log: Path, extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:

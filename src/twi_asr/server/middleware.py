@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..asgi_body import BodyTooLarge, RequestTap
+from ..asgi_body import BodyTooLarge, RequestTap, request_id
 from .auth import key_matches
 from .errors import ApiError, upload_too_large
 from .logs import request_id_var
@@ -55,7 +54,7 @@ class RequestBoundary:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        rid = (headers.get("x-request-id") or uuid.uuid4().hex)[:128]
+        rid = request_id(headers)
         token = request_id_var.set(rid)
         t0 = time.perf_counter()
         tap = RequestTap(receive, send, request_id=rid, max_body_bytes=self.max_body_bytes)

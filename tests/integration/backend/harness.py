@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.services import free_port, wait_until_up
+from tests.integration.services import free_port, stop_process, wait_until_up
 
 READY_TIMEOUT_S = 60.0
 
@@ -88,14 +88,7 @@ def restart(backend: Backend) -> Backend:
 
 def stop_backend(backend: Backend) -> int:
     """SIGTERM, then SIGKILL after 30 s."""
-    if backend.proc.poll() is None:
-        backend.proc.terminate()
-        try:
-            backend.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            backend.proc.kill()
-            backend.proc.wait(10)
-    return backend.proc.returncode
+    return stop_process(backend.proc)
 
 
 def create_user(env: dict[str, str], name: str, *, admin: bool = False, password: str | None = None) -> str:

@@ -17,10 +17,31 @@ from fastapi import Request
 from ...asgi_body import BodyTooLarge
 from ..errors import InvalidInput
 
-__all__ = ["OPTION_FIELDS", "content_disposition", "read_form", "read_json"]
+__all__ = ["OPTION_FIELDS", "body_doc", "content_disposition", "object_schema", "read_form", "read_json"]
 
 OPTION_FIELDS = ("language", "prompt", "word_timestamps", "task", "beam_size")
 MAX_FIELD_BYTES = 64 * 1024
+
+
+STR, INT, BOOL, FILE = (
+    {"type": "string"},
+    {"type": "integer"},
+    {"type": "boolean"},
+    {"type": "string", "format": "binary"},
+)
+
+
+def object_schema(properties: dict[str, Any], *, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A JSON schema of an object (for bodies the routes read by hand, so FastAPI cannot infer them)."""
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+def body_doc(content: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``openapi_extra`` for a required request body: media type -> schema."""
+    return {"requestBody": {"required": True, "content": {k: {"schema": v} for k, v in content.items()}}}
 
 
 async def read_json(request: Request) -> dict[str, Any]:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-import uuid
 from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ...asgi_body import BodyTooLarge, RequestTap
+from ...asgi_body import BodyTooLarge, RequestTap, request_id
 from .context import request_id_var
 from .errors import error_response
 
@@ -39,7 +38,7 @@ class Boundary:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        rid = (headers.get("x-request-id") or uuid.uuid4().hex)[:128]
+        rid = request_id(headers)
         token = request_id_var.set(rid)
         t0 = time.perf_counter()
         tap = RequestTap(receive, send, request_id=rid, max_body_bytes=self.max_body_bytes)

@@ -15,49 +15,37 @@ from ..services.views import job_view
 from .context import request_id_var
 from .deps import Ctx, CurrentUser
 from .errors import ERRORS
-from .forms import OPTION_FIELDS, content_disposition, read_form, read_json
+from .forms import (
+    BOOL,
+    FILE,
+    INT,
+    OPTION_FIELDS,
+    STR,
+    body_doc,
+    content_disposition,
+    object_schema,
+    read_form,
+    read_json,
+)
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
 
-JOB_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "language": {"type": "string"},
-                        "prompt": {"type": "string"},
-                        "word_timestamps": {"type": "boolean"},
-                        "task": {"type": "string", "enum": ["transcribe", "translate"]},
-                        "beam_size": {"type": "integer"},
-                        "webhook_url": {"type": "string"},
-                    },
-                }
-            },
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "upload_id": {"type": "string"},
-                        "s3_uri": {"type": "string"},
-                        "language": {"type": "string"},
-                        "prompt": {"type": "string"},
-                        "word_timestamps": {"type": "boolean"},
-                        "task": {"type": "string"},
-                        "beam_size": {"type": "integer"},
-                        "webhook_url": {"type": "string"},
-                    },
-                }
-            },
-        },
-    }
+_OPTIONS = {
+    "language": STR,
+    "prompt": STR,
+    "word_timestamps": BOOL,
+    "task": {"type": "string", "enum": ["transcribe", "translate"]},
+    "beam_size": INT,
+    "webhook_url": STR,
 }
+JOB_BODY = body_doc(
+    {
+        "multipart/form-data": object_schema({"file": FILE, **_OPTIONS}, required=("file",)),
+        "application/json": object_schema({"upload_id": STR, "s3_uri": STR, **_OPTIONS}),
+    }
+)
 
 
 def _request(

@@ -25,38 +25,30 @@ from ..services.execution import Claim
 from .context import request_id_var
 from .deps import Ctx, CurrentUser
 from .errors import ERRORS, error_response
-from .forms import read_form
+from .forms import FILE, STR, body_doc, object_schema, read_form
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["openai"], responses=ERRORS)
 FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 
-OPENAI_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "model": {"type": "string"},
-                        "language": {"type": "string"},
-                        "prompt": {"type": "string"},
-                        "response_format": {"type": "string", "enum": list(FORMATS)},
-                        "temperature": {"type": "number"},
-                        "timestamp_granularities[]": {
-                            "type": "array",
-                            "items": {"type": "string", "enum": ["word", "segment"]},
-                        },
-                    },
-                }
-            }
-        },
+_GRAINS = {"type": "array", "items": {"type": "string", "enum": ["word", "segment"]}}
+OPENAI_BODY = body_doc(
+    {
+        "multipart/form-data": object_schema(
+            {
+                "file": FILE,
+                "model": STR,
+                "language": STR,
+                "prompt": STR,
+                "response_format": {"type": "string", "enum": list(FORMATS)},
+                "temperature": {"type": "number"},
+                "timestamp_granularities[]": _GRAINS,
+            },
+            required=("file",),
+        )
     }
-}
+)
 
 
 def _options(form: Any) -> tuple[dict[str, Any], str]:

@@ -23,30 +23,19 @@ from ..services.jobs import check_type, clean_filename
 from ..services.views import iso
 from .deps import Ctx, CurrentUser
 from .errors import ERRORS
-from .forms import read_json
+from .forms import INT, STR, body_doc, object_schema, read_json
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"], responses=ERRORS)
 
-UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["filename"],
-                    "properties": {
-                        "filename": {"type": "string"},
-                        "content_type": {"type": "string"},
-                        "size": {"type": "integer"},
-                    },
-                }
-            }
-        },
+UPLOAD_BODY = body_doc(
+    {
+        "application/json": object_schema(
+            {"filename": STR, "content_type": STR, "size": INT}, required=("filename",)
+        )
     }
-}
+)
 
 
 @router.post("", status_code=201, openapi_extra=UPLOAD_BODY, summary="Get a URL to PUT a file to")
