@@ -619,7 +619,12 @@ def test_models_card(client: TestClient) -> None:
 
 
 def test_health_ready_metrics(client: TestClient) -> None:
-    assert client.get("/health").json() == {"status": "ok"}
+    from twi_asr import __version__
+
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["version"] == __version__
+    assert health["model"] == "fake-model" and health["weights_hash"] == "unknown"
+    assert set(health["build"]) == {"version", "commit", "created", "source", "lock_sha256", "image_id"}
     ready = client.get("/ready")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
     post(client, wav_bytes(N))

@@ -10,8 +10,10 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from ..secret_files import secret_from_file
 
 __all__ = ["BackendSettings", "default_data_dir"]
 
@@ -35,6 +37,8 @@ class BackendSettings(BaseSettings):
     """Inference servers (8001); several URLs (comma-separated in the variable) fail over."""
     asr_api_key: SecretStr | None = None
     """The key the 8001 servers expect (their ``TWI_ASR_API_KEY``)."""
+    asr_api_key_file: Path | None = None
+    """A file holding that key (a Docker/Kubernetes secret), read when ``asr_api_key`` is unset."""
     database_url: str | None = None
     """SQLAlchemy URL; unset: SQLite in ``data_dir``. ``postgresql://...`` uses psycopg 3."""
     storage: str | None = None
@@ -70,10 +74,23 @@ class BackendSettings(BaseSettings):
     webhook_max_attempts: int = Field(8, ge=1)
     secret_key: SecretStr | None = None
     """Signs local upload URLs; unset: a random key kept in ``data_dir`` (set it for several hosts)."""
+    secret_key_file: Path | None = None
+    """A file holding ``secret_key`` (a Docker/Kubernetes secret)."""
     session_ttl_s: int = Field(7 * 24 * 3600, ge=60)
     cookie_secure: bool | None = None
     """Secure cookies: unset means "when the request came over TLS" (or X-Forwarded-Proto: https)."""
     log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _secrets_from_files(self) -> BackendSettings:
+        """``TWI_ASR_ASR_API_KEY_FILE`` / ``TWI_ASR_SECRET_KEY_FILE`` fill the keys left unset."""
+        if self.asr_api_key is None:
+            value = secret_from_file(self.asr_api_key_file, "TWI_ASR_ASR_API_KEY_FILE")
+            self.asr_api_key = SecretStr(value) if value is not None else None
+        if self.secret_key is None:
+            value = secret_from_file(self.secret_key_file, "TWI_ASR_SECRET_KEY_FILE")
+            self.secret_key = SecretStr(value) if value is not None else None
+        return self
 
     @field_validator("asr_url", mode="before")
     @classmethod

@@ -56,8 +56,9 @@ def _settings(**overrides: Any) -> Any:
     try:
         return BackendSettings(**given)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise UsageError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        from .options import settings_error
+
+        raise UsageError(settings_error(exc)) from None
 
 
 def _database(settings: Any) -> Any:

@@ -6,7 +6,7 @@ environment variables, so flags and env agree everywhere.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -67,3 +67,15 @@ LongFormOpt = Annotated[
         "window-by-window loop, each window conditioned on the last), or auto (vad when installed).",
     ),
 ]
+
+
+def settings_error(exc: Any) -> str:
+    """One line for a pydantic ``ValidationError`` of a settings class (``field: why``).
+
+    A whole-model check (a secret file that cannot be read) has no field: its message names the
+    variable itself, without pydantic's "Value error, " prefix.
+    """
+    first = exc.errors()[0]
+    where = ".".join(map(str, first.get("loc", ())))
+    msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    return f"{where}: {msg}" if where else msg

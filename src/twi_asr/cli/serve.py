@@ -119,8 +119,9 @@ def serve(
     try:
         settings = ServerSettings(**overrides)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise UsageError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        from .options import settings_error
+
+        raise UsageError(settings_error(exc)) from None
     run_server(settings)
 
 

@@ -23,6 +23,7 @@ from .. import __version__
 from ..engines.base import Transcriber
 from ..errors import UsageError
 from ..models import ResolvedModel
+from ..provenance import build_info
 from ..types import TranscribeOptions
 from .auth import OPEN_PATHS
 from .errors import ERROR_RESPONSES, ApiError
@@ -30,6 +31,7 @@ from .metrics import Metrics
 from .middleware import MULTIPART_SLACK, RequestBoundary
 from .page import PAGE_PATHS, mount_page
 from .schemas import (
+    Build,
     Health,
     ModelList,
     Readiness,
@@ -138,8 +140,14 @@ def _add_operations(app: FastAPI, state: ServerState) -> None:
 
     @app.get("/health", response_model=Health, tags=["operations"])
     async def health() -> Health:
-        """Alive: the process answers (even while a batch runs or the model loads)."""
-        return Health()
+        """Alive: the process answers (even while a batch runs or the model loads), and what it runs."""
+        card = state.card
+        return Health(
+            version=__version__,
+            build=Build(**build_info().to_dict()),
+            model=card.id if card else None,
+            weights_hash=card.weights_hash if card else None,
+        )
 
     @app.get(
         "/ready",

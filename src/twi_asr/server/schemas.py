@@ -95,6 +95,21 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+class Build(BaseModel):
+    """Which code runs: package version, git commit, build time, source, lock hash, image id.
+
+    Read from the image's ``TWI_ASR_BUILD_*`` variables, the sha256 of its lock file
+    (``TWI_ASR_LOCK_FILE``) and ``TWI_ASR_IMAGE_ID``; each is null where unknown (a pip install).
+    """
+
+    version: str
+    commit: str | None = None
+    created: str | None = None
+    source: str | None = None
+    lock_sha256: str | None = None
+    image_id: str | None = None
+
+
 class ModelCard(BaseModel):
     """What a running server serves, exactly."""
 
@@ -107,6 +122,7 @@ class ModelCard(BaseModel):
     device: str
     weights_hash: str
     twi_asr_version: str
+    build: Build
 
 
 class ModelList(BaseModel):
@@ -115,7 +131,13 @@ class ModelList(BaseModel):
 
 
 class Health(BaseModel):
+    """Alive, and what runs: the build always, the model once it is loaded."""
+
     status: Literal["ok"] = "ok"
+    version: str
+    build: Build
+    model: str | None = None
+    weights_hash: str | None = None
 
 
 class Readiness(BaseModel):

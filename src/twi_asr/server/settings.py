@@ -6,12 +6,14 @@ override the environment for a local run.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ..config import DEFAULT_MODEL
+from ..secret_files import secret_from_file
 
 
 class ServerSettings(BaseSettings):
@@ -33,6 +35,8 @@ class ServerSettings(BaseSettings):
     """Uploads over 30 s: cut on silence and batched (vad), or Whisper's sequential loop."""
     api_key: SecretStr | None = None
     """When set, every route but /health, /ready and /metrics needs ``Authorization: Bearer KEY``."""
+    api_key_file: Path | None = None
+    """A file holding the key (a Docker/Kubernetes secret): it never shows in ``docker inspect``."""
 
     batching: bool = True
     max_batch_size: int = Field(8, ge=1, le=256)
@@ -61,6 +65,15 @@ class ServerSettings(BaseSettings):
     log_json: bool = False
     log_level: str = "info"
     graceful_timeout_s: float = Field(30.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _key_from_file(self) -> ServerSettings:
+        """``TWI_ASR_API_KEY_FILE`` fills ``api_key`` unless the key itself is set."""
+        if self.api_key is None:
+            value = secret_from_file(self.api_key_file, "TWI_ASR_API_KEY_FILE")
+            if value is not None:
+                self.api_key = SecretStr(value)
+        return self
 
     @property
     def effective_batch_size(self) -> int:

@@ -15,10 +15,11 @@ from .. import __version__
 from ..engines.base import Transcriber
 from ..errors import TwiAsrError
 from ..models import ResolvedModel
+from ..provenance import build_info
 from .admission import Admission
 from .batching import Batcher
 from .metrics import Metrics
-from .schemas import ModelCard
+from .schemas import Build, ModelCard
 from .settings import ServerSettings
 
 log = logging.getLogger("twi_asr.server")
@@ -83,6 +84,7 @@ class ServerState:
             device=transcriber.device,
             weights_hash=resolved.weights_hash() if resolved else "unknown",
             twi_asr_version=__version__,
+            build=Build(**build_info().to_dict()),
         )
         self.metrics.model_loaded.set(1)
         log.info(
