@@ -7,9 +7,9 @@ import io
 import pytest
 from rich.console import Console
 
+from twi_asr import console
 from twi_asr.batch.progress import BatchProgress
 from twi_asr.batch.records import FileRecord
-from twi_asr.cli import console
 
 
 class Clock:

@@ -7,6 +7,7 @@ mapping is tested on the exceptions the real SDK raises.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -290,9 +291,9 @@ class FakeClient:
 def install_fake(monkeypatch: pytest.MonkeyPatch) -> FakeClient:
     """A fake engine that every ``containers`` function gets from ``containers.client()``."""
     client = FakeClient()
-    monkeypatch.setattr(containers, "client", lambda **_: client)
-    monkeypatch.setattr(containers.time, "sleep", lambda _s: None)
-    monkeypatch.setattr(containers, "_ipvs_present", lambda: True)  # a kernel with a working mesh
+    monkeypatch.setattr(containers.errors, "client", lambda **_: client)  # where _dc() looks it up
+    monkeypatch.setattr(time, "sleep", lambda _s: None)
+    monkeypatch.setattr(containers.swarm, "_ipvs_present", lambda: True)  # a kernel with a working mesh
     return client
 
 
@@ -308,7 +309,8 @@ def install_http(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
                 return answer
         return None
 
-    monkeypatch.setattr(containers, "_http_get", get)
+    for part in (containers.run, containers.swarm, containers.manage):  # each imports _http_get
+        monkeypatch.setattr(part, "_http_get", get)
     answers["seen"] = seen
     return answers
 
@@ -765,7 +767,7 @@ def test_scale_an_existing_service_and_roll_it_to_a_new_image(fake: FakeClient) 
 def test_scale_auto_uses_host_ports_where_the_kernel_has_no_ipvs(
     fake: FakeClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(containers, "_ipvs_present", lambda: False)
+    monkeypatch.setattr(containers.swarm, "_ipvs_present", lambda: False)
     info = containers.scale(2, init_swarm=True)
     _, kwargs = fake.services.created[0]
     spec = kwargs["endpoint_spec"]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 
-from ..cli import console
+from .. import console
 
 if TYPE_CHECKING:
     from .records import FileRecord

@@ -102,7 +102,7 @@ def _utc() -> str:
 
 
 def _say(message: str) -> None:
-    from ..cli import console
+    from .. import console
 
     console.info(message, markup=False)
 
@@ -145,7 +145,7 @@ def _local_outcomes(
     from ..pipeline import group_size, run_pipeline
 
     if transcriber is None:
-        from ..cli import console
+        from .. import console
         from ..engines import load_transcriber
 
         with console.stderr.status(f"loading model {config.model or DEFAULT_MODEL} ...", spinner="dots"):

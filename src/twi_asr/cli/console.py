@@ -1,31 +1,12 @@
-"""Where the CLI writes: results to stdout, everything else to stderr.
+"""The CLI's console: :mod:`twi_asr.console`, re-exported so ``from . import console`` keeps working.
 
-A rich progress bar when stderr is a terminal; plain, timestamp-free lines
-otherwise, so CI logs carry no control codes.
+It lives below the CLI because :mod:`twi_asr.batch` writes through it too, and a
+lower layer must not import the CLI. Patch ``twi_asr.console`` (the functions
+read its ``stdout`` / ``stderr``), not this module.
 """
 
 from __future__ import annotations
 
-import sys
-from typing import Any
+from ..console import error, info, is_interactive, stderr, stdout
 
-from rich.console import Console
-from rich.markup import escape
-
-stdout = Console(highlight=False, soft_wrap=True)
-stderr = Console(stderr=True, highlight=False)
-
-
-def is_interactive() -> bool:
-    """True when a person watches stderr (progress bars make sense)."""
-    return sys.stderr.isatty() and stderr.is_terminal
-
-
-def error(message: str) -> None:
-    """One line, red when on a terminal: what went wrong and what to do."""
-    stderr.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
-
-
-def info(message: str, **kwargs: Any) -> None:
-    """A status line on stderr."""
-    stderr.print(message, soft_wrap=True, **kwargs)
+__all__ = ["error", "info", "is_interactive", "stderr", "stdout"]
