@@ -30,6 +30,10 @@ ModelFormat = Literal["transformers", "ctranslate2"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
+#: The card ``twi-asr models bake`` and the load-time conversion write into a CTranslate2 folder:
+#: source, format, converted_from, quantization, weights_hash (see :mod:`twi_asr.convert`).
+MODEL_CARD = "twi-asr-model.json"
+
 
 @dataclass(frozen=True)
 class ModelAlias:
@@ -230,3 +234,37 @@ def alias_status(alias: ModelAlias) -> str:
     except Exception:  # an absent or unreadable cache simply means "not downloaded"
         cached = set()
     return "cached" if alias.source in cached else "not downloaded"
+
+
+def converted_copies(cache_dir: Path | None = None) -> dict[str, Path]:
+    """CTranslate2 folders converted at load time (``<cache>/ct2/*``), by the source they came from.
+
+    Read from each folder's :data:`MODEL_CARD`; the newest folder wins for a source.
+    """
+    root = (cache_dir or default_cache_dir()) / "ct2"
+    found: dict[str, tuple[float, Path]] = {}
+    for card in root.glob(f"*/{MODEL_CARD}"):
+        try:
+            source = json.loads(card.read_text(encoding="utf-8")).get("source")
+            mtime = card.stat().st_mtime
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(source, str) and (source not in found or mtime > found[source][0]):
+            found[source] = (mtime, card.parent)
+    return {source: path for source, (_, path) in found.items()}
+
+
+def alias_forms(alias: ModelAlias, cache_dir: Path | None = None) -> dict[str, str | None]:
+    """Which form of an alias is local: ``{"transformers": ..., "ctranslate2": ...}`` (None: no such form).
+
+    A transformers alias is "cached" / "not downloaded" (the hub cache) and its CTranslate2 form
+    "converted at <path>" / "not converted" (the load-time conversion cache); a CTranslate2
+    alias has only that form, "ready" / "not installed".
+    """
+    if alias.format == "ctranslate2":
+        return {"transformers": None, "ctranslate2": alias_status(alias)}
+    converted = converted_copies(cache_dir).get(f"hf://{alias.source}")
+    return {
+        "transformers": alias_status(alias),
+        "ctranslate2": f"converted at {converted}" if converted else "not converted",
+    }

@@ -17,35 +17,45 @@ app = typer.Typer(help="Known models, where they are, and conversions.", no_args
 def list_models(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Aliases (source, format, base, licence, reported WER, local status) and the cache folder."""
-    from ..config import default_cache_dir
-    from ..models import ALIASES, DEFAULT_MODEL, alias_status
+    """Aliases (source, format, base, licence, reported WER, which forms are local) and the cache folder.
 
-    rows = [
-        {
-            "alias": a.name,
-            "default": a.name == DEFAULT_MODEL,
-            "source": a.source,
-            "format": a.format,
-            "base": a.base,
-            "licence": a.licence,
-            "reported_wer": a.reported_wer,
-            "status": alias_status(a),
-            "description": a.description,
-        }
-        for a in ALIASES.values()
-    ]
+    ``forms``: the transformers checkpoint ("cached" / "not downloaded") and the CTranslate2
+    folder ("converted at <path>" / "not converted", or "ready" for a CTranslate2 alias);
+    null where the alias has no such form.
+    """
+    from ..config import default_cache_dir
+    from ..models import ALIASES, DEFAULT_MODEL, alias_forms
+
     cache = default_cache_dir()
+    rows = []
+    for a in ALIASES.values():
+        forms = alias_forms(a, cache)
+        rows.append(
+            {
+                "alias": a.name,
+                "default": a.name == DEFAULT_MODEL,
+                "source": a.source,
+                "format": a.format,
+                "base": a.base,
+                "licence": a.licence,
+                "reported_wer": a.reported_wer,
+                "status": forms[a.format],
+                "forms": forms,
+                "description": a.description,
+            }
+        )
     if as_json:
         console.stdout.out(json.dumps({"models": rows, "cache_dir": str(cache)}, indent=2))
         return
     from rich.table import Table
 
     table = Table(title="twi-asr models (--model ALIAS, a folder, a hub id org/name, or s3://...)")
-    for col in ("alias", "source", "format", "base", "licence", "reported WER", "status"):
+    for col in ("alias", "source", "format", "base", "licence", "reported WER", "local"):
         table.add_column(col, overflow="fold")
     for r in rows:
         name = f"{r['alias']} (default)" if r["default"] else str(r["alias"])
+        forms: dict[str, str | None] = r["forms"]  # type: ignore[assignment]
+        local = "\n".join(f"{form}: {state}" for form, state in forms.items() if state is not None)
         table.add_row(
             name,
             str(r["source"]),
@@ -53,11 +63,12 @@ def list_models(
             str(r["base"]),
             str(r["licence"]),
             str(r["reported_wer"]),
-            str(r["status"]),
+            local,
         )
     console.stdout.print(table)
     console.stdout.print(
-        f"cache: {cache}  (TWI_ASR_CACHE_DIR); hub models use the Hugging Face cache (HF_HOME)"
+        f"cache: {cache}  (TWI_ASR_CACHE_DIR; converted models in {cache / 'ct2'}); "
+        "hub models use the Hugging Face cache (HF_HOME)"
     )
 
 
@@ -99,9 +110,39 @@ def convert(
     ] = "int8",
     force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty OUT_DIR.")] = False,
 ) -> None:
-    """Convert a transformers Whisper (a Twi fine-tune, say) for --engine ctranslate2."""
+    """Convert a transformers Whisper (a Twi fine-tune, say) for --engine ctranslate2.
+
+    Uses CTranslate2's own converter where torch and transformers are installed, else the
+    torch-free one (the same CTranslate2 code over numpy arrays; needs *.safetensors).
+    """
     from ..convert import convert_hf_to_ct2
     from ..models import resolve_model
 
     out = convert_hf_to_ct2(resolve_model(src).path, out_dir, quantization=quantization, force=force)
     console.info(f"wrote a CTranslate2 ({quantization}) model to {out}: use --model {out}")
+
+
+@app.command("bake")
+def bake(
+    spec: Annotated[str, typer.Argument(help="Any model: alias, hub id, local folder or s3:// prefix.")],
+    out_dir: Annotated[Path, typer.Argument(help="The CTranslate2 folder to write (an image's /opt/model).")],
+    quantization: Annotated[
+        str | None,
+        typer.Option(
+            "--quantization", "-q", help="For a transformers checkpoint (default int8); ct2 is copied as is."
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty OUT_DIR.")] = False,
+) -> None:
+    """Make OUT_DIR a CTranslate2 folder from any model, with twi-asr-model.json saying what it is.
+
+    A CTranslate2 model is copied as it is; a transformers checkpoint is converted (torch-free
+    when torch is absent). The card (source, format, converted_from, quantization,
+    weights_hash) is printed as JSON. The Dockerfile's convert stage runs this.
+    """
+    from ..convert import bake as bake_model
+
+    card = bake_model(spec, out_dir, quantization=quantization, force=force)
+    console.stdout.out(json.dumps(card, indent=2))
+    how = f"converted ({card['quantization']})" if card["converted_from"] else "copied"
+    console.info(f"{spec}: {how} into {out_dir} (weights {card['weights_hash']}): use --model {out_dir}")

@@ -2,10 +2,16 @@
 
 Importing this package is cheap: each engine imports torch / ctranslate2 only
 when it is constructed.
+
+A transformers checkpoint on an install without torch (the default ``twi-asr[ct2]``
+install and CPU image) goes to the ctranslate2 engine, converted once into the cache
+by :func:`twi_asr.convert.converted_in_cache`, or is refused with one line that names
+the fixes.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from ..config import DEVICES, ENGINES
@@ -16,10 +22,32 @@ from .base import Transcriber
 __all__ = ["Transcriber", "load_transcriber", "pick_engine"]
 
 
+def _installed(*modules: str) -> bool:
+    """Whether the modules can be imported, without importing them (torch costs seconds)."""
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+def transformers_engine_installed() -> bool:
+    """torch and transformers are there: the transformers engine (and CTranslate2's converter) can run."""
+    return _installed("torch", "transformers")
+
+
 def pick_engine(requested: str, model: ResolvedModel) -> str:
-    """``auto`` follows the model folder's layout; an explicit choice must fit it."""
+    """``auto`` follows the model folder's layout; an explicit choice must fit it.
+
+    The one exception: a transformers checkpoint where torch/transformers are missing goes
+    to ``ctranslate2`` (``auto`` or asked for), which :func:`load_transcriber` feeds with a
+    converted copy; with no ctranslate2 either, the one-line refusal (exit 3).
+    """
     if requested not in ENGINES:
         raise UsageError(f"unknown engine {requested!r}: choose one of {', '.join(ENGINES)}")
+    convertible = requested in ("auto", "ctranslate2") and model.format == "transformers"
+    if convertible and not transformers_engine_installed():
+        if _installed("ctranslate2", "faster_whisper"):
+            return "ctranslate2"
+        from ..convert import no_torch_refusal
+
+        raise no_torch_refusal(model.name, "ctranslate2 is not installed to convert it")
     if requested == "auto":
         return model.format
     if requested != model.format:
@@ -78,6 +106,12 @@ def load_transcriber(
         raise UsageError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
     resolved = model if isinstance(model, ResolvedModel) else resolve_model(model, cache_dir=cache_dir)
     chosen = pick_engine(engine, resolved)
+    if chosen == "ctranslate2" and resolved.format == "transformers":  # no torch here: convert once
+        from ..convert import QUANTIZATIONS, converted_in_cache
+
+        torch_free_ok = compute_type in QUANTIZATIONS and "bfloat16" not in compute_type
+        quantization = compute_type if torch_free_ok else "int8"  # a float16 compute type: float16 weights
+        resolved = converted_in_cache(resolved, quantization=quantization, cache_dir=cache_dir)
     if chosen == "ctranslate2":
         from .ctranslate2 import CTranslate2Transcriber
 
