@@ -255,6 +255,34 @@ def test_pick_engine_hint_names_an_existing_command(
         assert main([*args, "--help"]) == 0, f"`twi-asr {command}` does not exist"
 
 
+def test_pick_engine_without_torch_sends_a_transformers_folder_to_ctranslate2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ct2 install: load_transcriber converts it once (see tests/unit/test_convert_torchfree.py)."""
+    monkeypatch.setattr("twi_asr.engines.transformers_engine_installed", lambda: False)
+    hf = _resolved(tmp_path, "transformers")
+    assert pick_engine("auto", hf) == "ctranslate2"
+    assert pick_engine("ctranslate2", hf) == "ctranslate2"
+    assert pick_engine("transformers", hf) == "transformers"  # asked for: its own missing-torch message
+    assert pick_engine("auto", _resolved(tmp_path, "ctranslate2")) == "ctranslate2"
+
+
+def test_pick_engine_core_only_refuses_in_one_line_naming_the_fixes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from twi_asr.cli import main
+    from twi_asr.errors import DependencyMissingError
+
+    monkeypatch.setattr("twi_asr.engines._installed", lambda *modules: False)
+    with pytest.raises(DependencyMissingError) as info:
+        pick_engine("auto", _resolved(tmp_path, "transformers"))
+    message = info.value.message
+    assert info.value.exit_code == 3 and "\n" not in message
+    assert "--build-arg MODEL=m" in message and "pip install 'twi-asr[transformers]'" in message
+    for command in re.findall(r"`twi-asr ([^`]+)`", message):
+        assert main([*command.split(), "--help"]) == 0, f"`twi-asr {command}` does not exist"
+
+
 def test_load_transcriber_rejects_an_unknown_device_before_resolving(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*args: object, **kwargs: object) -> None:
         raise AssertionError("resolve_model must not be called")
