@@ -44,7 +44,13 @@ EnvOpt = Annotated[
 ]
 ApiKeyOpt = Annotated[
     str | None,
-    typer.Option("--api-key", envvar="TWI_ASR_API_KEY", help="Require 'Authorization: Bearer KEY'."),
+    typer.Option(
+        "--api-key",
+        envvar="TWI_ASR_API_KEY",
+        help="Require 'Authorization: Bearer KEY'. Reaches the container as a read-only file "
+        "(/run/secrets/twi_asr_api_key), never as a plain variable (as do TWI_ASR_API_KEY and "
+        "HF_TOKEN in --env).",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
@@ -139,6 +145,18 @@ def build(
 
 
 # ------------------------------------------------------------------ run
+MemoryOpt = Annotated[
+    str | None,
+    typer.Option("--memory", help="Memory limit, e.g. 4g, 512m [default: 4g].", show_default=False),
+]
+CpusOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--cpus", help="CPU limit, e.g. 2, 0.5 [default: 2, at most the engine's].", show_default=False
+    ),
+]
+
+
 @app.command("run")
 def run(
     image: ImageOpt = None,
@@ -159,12 +177,19 @@ def run(
             "--volume", "-v", help="HOST:CONTAINER[:ro] bind mount, e.g. a model folder (repeatable)."
         ),
     ] = None,
+    memory: MemoryOpt = None,
+    cpus: CpusOpt = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until /ready answers 200.")] = True,
     timeout: Annotated[
         float, typer.Option("--timeout", min=0, help="Seconds to wait for readiness.")
     ] = 120.0,
 ) -> None:
-    """Start the server in a container; prints its URL once it is ready."""
+    """Start the server in a container; prints its URL once it is ready.
+
+    Least privilege: read-only root, a 512 MB tmpfs /tmp, no capabilities, no-new-privileges, uid
+    10001, memory and CPU limits; the volume twi-asr-models on /models (unless --volume mounts
+    something there) keeps models downloaded or converted at run time.
+    """
     from .. import containers
 
     volumes: dict[str, str] = {}
@@ -184,6 +209,8 @@ def run(
         gpu=gpu,
         volumes=volumes or None,
         bind="0.0.0.0" if public else "127.0.0.1",
+        memory=memory,
+        cpus=cpus,
     )
     url = containers.container_url(container) or f"http://127.0.0.1:{port}"
     if not wait:
@@ -331,6 +358,8 @@ def scale(
     model: ModelOpt = None,
     env: EnvOpt = None,
     api_key: ApiKeyOpt = None,
+    memory: MemoryOpt = None,
+    cpus: CpusOpt = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until every replica runs.")] = True,
     timeout: Annotated[
         float, typer.Option("--timeout", min=0, help="Seconds to wait for the replicas.")
@@ -340,6 +369,9 @@ def scale(
     """Run N replicas as a Docker Swarm service behind one port; scale or roll it to a new image.
 
     Prints the service's URL (one per replica in host mode) once every replica answers /ready.
+    Each replica runs as `twi-asr docker run`'s container does (--memory and --cpus per replica; the
+    key as a Docker secret) except for no-new-privileges, which this engine's API (Docker 20.10, API
+    1.41) cannot set on a service.
     """
     from .. import containers
 
@@ -354,6 +386,8 @@ def scale(
         model=model,
         env=_pairs(env, "--env"),
         api_key=api_key,
+        memory=memory,
+        cpus=cpus,
     )
     if wait:
         with console.stderr.status(

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import BackendError
 from .context import request_id_var
 
-__all__ = ["ERRORS", "error_response", "install"]
+__all__ = ["ERRORS", "error_doc", "error_response", "install"]
 
 log = logging.getLogger("twi_asr.backend")
 
@@ -58,32 +58,29 @@ def error_response(
 
 
 def _schema() -> dict[str, Any]:
+    text, maybe = {"type": "string"}, {"anyOf": [{"type": "string"}, {"type": "null"}]}
+    error = {
+        "type": "object",
+        "properties": {"code": text, "message": text, "type": text, "param": maybe, "request_id": maybe},
+        "required": ["code", "message", "type"],
+    }
     return {
         "application/json": {
-            "schema": {
-                "type": "object",
-                "properties": {
-                    "error": {
-                        "type": "object",
-                        "properties": {
-                            k: {"type": "string"} for k in ("code", "message", "type", "param", "request_id")
-                        },
-                    }
-                },
-            }
+            "schema": {"type": "object", "properties": {"error": error}, "required": ["error"]}
         }
     }
 
 
-def _doc(text: str) -> dict[str, Any]:
+def error_doc(text: str) -> dict[str, Any]:
+    """An OpenAPI response of the error body, described by ``text`` (for a route's ``responses=``)."""
     return {"description": text, "content": _schema()}
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: _doc("Malformed body or invalid field"),
-    401: _doc("Missing, wrong or revoked API key or session"),
-    404: _doc("No such resource for this user"),
-    503: _doc("Database or storage unavailable (see Retry-After)"),
+    400: error_doc("Malformed body or invalid field"),
+    401: error_doc("Missing, wrong or revoked API key or session"),
+    404: error_doc("No such resource for this user"),
+    503: error_doc("Database or storage unavailable (see Retry-After)"),
 }
 
 

@@ -31,17 +31,22 @@ STR, INT, BOOL, FILE = (
 )
 
 
-def object_schema(properties: dict[str, Any], *, required: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A JSON schema of an object (for bodies the routes read by hand, so FastAPI cannot infer them)."""
+def object_schema(
+    properties: dict[str, Any], *, required: tuple[str, ...] = (), closed: bool = False
+) -> dict[str, Any]:
+    """A JSON schema of an object (for bodies the routes read by hand, so FastAPI cannot infer them);
+    ``closed`` where the route refuses fields it does not know (``additionalProperties: false``)."""
     schema: dict[str, Any] = {"type": "object", "properties": properties}
     if required:
         schema["required"] = list(required)
+    if closed:
+        schema["additionalProperties"] = False
     return schema
 
 
-def body_doc(content: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """``openapi_extra`` for a required request body: media type -> schema."""
-    return {"requestBody": {"required": True, "content": {k: {"schema": v} for k, v in content.items()}}}
+def body_doc(content: dict[str, dict[str, Any]], *, required: bool = True) -> dict[str, Any]:
+    """``openapi_extra`` for a request body (required unless told): media type -> schema."""
+    return {"requestBody": {"required": required, "content": {k: {"schema": v} for k, v in content.items()}}}
 
 
 async def read_json(request: Request) -> dict[str, Any]:

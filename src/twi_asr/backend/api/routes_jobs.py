@@ -9,12 +9,14 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from ...writers import FORMATS
+from ..db.models import JOB_STATES
 from ..errors import InvalidInput
 from ..services import jobs
 from ..services.views import job_view
 from .context import request_id_var
 from .deps import Ctx, CurrentUser
-from .errors import ERRORS
+from .errors import ERRORS, error_doc
 from .forms import (
     BOOL,
     FILE,
@@ -32,18 +34,29 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
 
+# What jobs.validate_options and validate_webhook accept; every other field is refused (400 unknown_field).
 _OPTIONS = {
-    "language": STR,
-    "prompt": STR,
+    "language": STR | {"maxLength": 20},
+    "prompt": STR | {"maxLength": 4000},
     "word_timestamps": BOOL,
     "task": {"type": "string", "enum": ["transcribe", "translate"]},
-    "beam_size": INT,
-    "webhook_url": STR,
+    "beam_size": INT | {"minimum": 1, "maximum": 20},
+    "webhook_url": STR | {"maxLength": 2000, "pattern": r"^https?://\S*$"},
 }
+_IGNORED = {"model": STR, "response_format": STR}  # OpenAI-style fields a form may carry; not used
 JOB_BODY = body_doc(
     {
-        "multipart/form-data": object_schema({"file": FILE, **_OPTIONS}, required=("file",)),
-        "application/json": object_schema({"upload_id": STR, "s3_uri": STR, **_OPTIONS}),
+        "multipart/form-data": object_schema(
+            {"file": FILE, **_OPTIONS, **_IGNORED}, required=("file",), closed=True
+        ),
+        "application/json": object_schema(  # null (or nothing) leaves an option at its default
+            {
+                "upload_id": STR,
+                "s3_uri": STR,
+                **{k: {"anyOf": [v, {"type": "null"}]} for k, v in _OPTIONS.items()},
+            },
+            closed=True,
+        ),
     }
 )
 
@@ -80,6 +93,7 @@ def _answer(job: Any, created: bool, ctx: Any) -> JSONResponse:
     responses={
         202: {"description": "Accepted: the job, queued"},
         200: {"description": "Idempotent replay"},
+        403: error_doc("s3_uri jobs are off on this server (TWI_ASR_ALLOW_S3_URIS=0)"),
         409: ERRORS[404] | {"description": "Upload not finished or already used"},
         413: ERRORS[400] | {"description": "Upload over the size limit"},
         415: ERRORS[400] | {"description": "Not audio or video"},
@@ -146,9 +160,9 @@ async def submit(
 def list_jobs(
     ctx: Ctx,
     user: CurrentUser,
-    status: str | None = None,
+    status: Annotated[str | None, Query(json_schema_extra={"enum": list(JOB_STATES)})] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: str | None = None,
+    cursor: Annotated[str | None, Query(description="The next_cursor of the page before")] = None,
 ) -> dict[str, Any]:
     """A page of the caller's jobs; pass ``next_cursor`` back as ``cursor`` for the next one."""
     with ctx.db.session() as s:
@@ -171,7 +185,12 @@ def get_job(job_id: str, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
         409: ERRORS[404] | {"description": "The job is not done"},
     },
 )
-def get_transcript(job_id: str, ctx: Ctx, user: CurrentUser, format: str = "txt") -> Response:
+def get_transcript(
+    job_id: str,
+    ctx: Ctx,
+    user: CurrentUser,
+    format: Annotated[str, Query(json_schema_extra={"enum": list(FORMATS)})] = "txt",
+) -> Response:
     """txt, json, srt, vtt or tsv; the file is named after the upload (UTF-8 names kept)."""
     data, name, media = jobs.transcript(ctx.db, ctx.blobs, user, job_id, format)
     return Response(

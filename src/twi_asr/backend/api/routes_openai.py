@@ -24,7 +24,7 @@ from ..services import outputs as outputs_mod
 from ..services.execution import Claim
 from .context import request_id_var
 from .deps import Ctx, CurrentUser
-from .errors import ERRORS, error_response
+from .errors import ERRORS, error_doc, error_response
 from .forms import FILE, STR, body_doc, object_schema, read_form
 
 __all__ = ["router"]
@@ -42,7 +42,7 @@ OPENAI_BODY = body_doc(
                 "language": STR,
                 "prompt": STR,
                 "response_format": {"type": "string", "enum": list(FORMATS)},
-                "temperature": {"type": "number"},
+                "temperature": {"type": "number", "minimum": 0, "maximum": 1},
                 "timestamp_granularities[]": _GRAINS,
             },
             required=("file",),
@@ -66,6 +66,21 @@ def _options(form: Any) -> tuple[dict[str, Any], str]:
             param="stream",
         )
     grains = form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")
+    unknown = sorted({str(g) for g in grains} - {"word", "segment"})
+    if unknown:
+        raise InvalidInput(
+            f"timestamp_granularities[] takes word and segment, not {unknown[0]!r}",
+            code="invalid_option",
+            param="timestamp_granularities[]",
+        )
+    try:
+        temperature = float(form.get("temperature") or 0.0)
+    except ValueError:
+        temperature = -1.0
+    if not 0.0 <= temperature <= 1.0:
+        raise InvalidInput(
+            "temperature must be a number from 0 to 1", code="invalid_option", param="temperature"
+        )
     raw = {
         "language": form.get("language"),
         "prompt": form.get("prompt"),
@@ -106,7 +121,20 @@ def _run(ctx: Any, user: Any, req: jobs.JobRequest, upload: UploadFile) -> tuple
 
 
 @router.post(
-    "/v1/audio/transcriptions", openapi_extra=OPENAI_BODY, summary="Transcribe now (OpenAI-compatible)"
+    "/v1/audio/transcriptions",
+    openapi_extra=OPENAI_BODY,
+    summary="Transcribe now (OpenAI-compatible)",
+    responses={
+        200: {
+            "content": {"application/json": {}, "text/plain": {}, "text/vtt": {}, "application/x-subrip": {}}
+        },
+        413: error_doc("Upload or audio duration over a limit"),
+        415: error_doc("Not audio or video, or a format that cannot be decoded"),
+        422: error_doc("Audio the ASR server refused (empty, or too short)"),
+        429: error_doc("Over a quota (Retry-After)"),
+        502: error_doc("The ASR server answered something that is not a transcript"),
+        504: error_doc("No ASR server answered in time"),
+    },
 )
 async def transcriptions(request: Request, ctx: Ctx, user: CurrentUser) -> Response:
     """Synchronous, like 8001; also recorded as a job."""

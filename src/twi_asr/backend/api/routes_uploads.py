@@ -22,7 +22,7 @@ from ..security import sign, verify_signature
 from ..services.jobs import check_type, clean_filename
 from ..services.views import iso
 from .deps import Ctx, CurrentUser
-from .errors import ERRORS
+from .errors import ERRORS, error_doc
 from .forms import INT, STR, body_doc, object_schema, read_json
 
 __all__ = ["router"]
@@ -32,22 +32,40 @@ router = APIRouter(prefix="/v1/uploads", tags=["uploads"], responses=ERRORS)
 UPLOAD_BODY = body_doc(
     {
         "application/json": object_schema(
-            {"filename": STR, "content_type": STR, "size": INT}, required=("filename",)
+            {
+                "filename": STR,
+                "content_type": {"anyOf": [STR, {"type": "null"}]},
+                "size": {"anyOf": [INT | {"minimum": 0}, {"type": "null"}]},
+            },
+            required=("filename",),
         )
     }
 )
 
 
-@router.post("", status_code=201, openapi_extra=UPLOAD_BODY, summary="Get a URL to PUT a file to")
+@router.post(
+    "",
+    status_code=201,
+    openapi_extra=UPLOAD_BODY,
+    summary="Get a URL to PUT a file to",
+    responses={
+        413: error_doc("The announced size is over the upload limit"),
+        415: error_doc("The announced type is not audio or video"),
+    },
+)
 async def create_upload(request: Request, ctx: Ctx, user: CurrentUser) -> JSONResponse:
     """Announce a file (name, type, size); PUT it to the answer's ``url``, then POST /v1/jobs {upload_id}."""
     body = await read_json(request)
-    filename = clean_filename(body.get("filename") if isinstance(body.get("filename"), str) else None)
+    if not isinstance(body.get("filename"), str):
+        raise InvalidInput("filename is required: the file's name, as text", param="filename")
+    if body.get("content_type") is not None and not isinstance(body["content_type"], str):
+        raise InvalidInput("content_type must be a media type such as audio/wav", param="content_type")
+    filename = clean_filename(body["filename"])
     content_type = str(body.get("content_type") or "application/octet-stream")
     check_type(filename, content_type)
     limit = int(ctx.settings.max_upload_mb * 1024 * 1024)
     size = body.get("size")
-    if size is not None and (not isinstance(size, int) or size < 0):
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
         raise InvalidInput("size must be the file's length in bytes", param="size")
     if size is not None and size > limit:
         raise TooLarge(f"{filename!r} has {size} bytes, over the {ctx.settings.max_upload_mb:g} MB limit")
@@ -90,7 +108,10 @@ async def create_upload(request: Request, ctx: Ctx, user: CurrentUser) -> JSONRe
     "/{upload_id}/content",
     status_code=204,
     summary="Receive an upload (local storage only)",
-    responses={403: ERRORS[401] | {"description": "Bad or expired signature"}},
+    responses={
+        403: error_doc("Bad or expired signature"),
+        413: error_doc("More bytes than the upload's limit"),
+    },
 )
 async def put_content(
     upload_id: str, request: Request, ctx: Ctx, expires: str = "", signature: str = ""

@@ -12,13 +12,39 @@ from ..errors import InvalidInput
 from ..services import quotas, users
 from ..services.views import iso
 from .deps import Ctx, CurrentAdmin, CurrentUser
-from .errors import ERRORS
-from .forms import read_json
+from .errors import ERRORS, error_doc
+from .forms import BOOL, STR, body_doc, object_schema, read_json
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["users"], responses=ERRORS)
-ADMIN = {403: ERRORS[401] | {"description": "Not an admin"}}
+ADMIN = {403: error_doc("Not an admin")}
+_QUOTA = {"exclusiveMinimum": 0, "maximum": users.MAX_QUOTA}
+_MAYBE_POSITIVE_INT = {"anyOf": [{"type": "integer", **_QUOTA}, {"type": "null"}]}
+_MAYBE_POSITIVE = {"anyOf": [{"type": "number", **_QUOTA}, {"type": "null"}]}
+_PASSWORD = {"anyOf": [{"type": "string", "minLength": 8}, {"type": "null"}]}
+_CHANGES = {
+    "admin": BOOL,
+    "disabled": BOOL,
+    "password": _PASSWORD,
+    "max_concurrent_jobs": _MAYBE_POSITIVE_INT,
+    "audio_minutes_per_day": _MAYBE_POSITIVE,
+}
+NEW_USER_BODY = body_doc(
+    {
+        "application/json": object_schema(
+            {
+                "name": STR | {"pattern": r"^\s*[\w][\w.@+-]{0,99}\s*$"},
+                **{k: v for k, v in _CHANGES.items() if k != "disabled"},
+            },
+            required=("name",),
+        )
+    }
+)
+CHANGE_BODY = body_doc({"application/json": object_schema(_CHANGES, closed=True)})
+KEY_BODY = body_doc(
+    {"application/json": object_schema({"name": {"anyOf": [STR, {"type": "null"}]}})}, required=False
+)
 
 
 def user_view(u: User) -> dict[str, Any]:
@@ -62,12 +88,17 @@ def my_keys(ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
         return {"object": "list", "data": [key_view(k) for k in users.list_keys(s, user)]}
 
 
-@router.post("/v1/me/keys", status_code=201, summary="Make another API key (shown once)")
+@router.post(
+    "/v1/me/keys", status_code=201, openapi_extra=KEY_BODY, summary="Make another API key (shown once)"
+)
 async def new_key(request: Request, ctx: Ctx, user: CurrentUser) -> JSONResponse:
     """A new key; its secret is in this answer only."""
     body = await read_json(request) if await request.body() else {}
+    name = body.get("name")
+    if name is not None and not isinstance(name, str):
+        raise InvalidInput("name must be text (a label for the key)", param="name")
     with ctx.db.session() as s:
-        made = users.create_key(s, user, str(body.get("name") or "default"))
+        made = users.create_key(s, user, name or "default")
         view = key_view(made.row)
     return JSONResponse({**view, "api_key": made.api_key}, status_code=201)
 
@@ -87,7 +118,13 @@ def all_users(ctx: Ctx, _: CurrentAdmin) -> dict[str, Any]:
         return {"object": "list", "data": [user_view(u) for u in users.list_users(s)]}
 
 
-@router.post("/v1/users", status_code=201, summary="Create a user with a first key (admins)", responses=ADMIN)
+@router.post(
+    "/v1/users",
+    status_code=201,
+    openapi_extra=NEW_USER_BODY,
+    summary="Create a user with a first key (admins)",
+    responses=ADMIN | {409: error_doc("A user of that name exists")},
+)
 async def create(request: Request, ctx: Ctx, _: CurrentAdmin) -> JSONResponse:
     """``{"name", "admin"?, "password"?, "max_concurrent_jobs"?, "audio_minutes_per_day"?}``."""
     body = await read_json(request)
@@ -97,7 +134,7 @@ async def create(request: Request, ctx: Ctx, _: CurrentAdmin) -> JSONResponse:
         user, made = users.create_user(
             s,
             body["name"],
-            admin=bool(body.get("admin", False)),
+            admin=body.get("admin", False),
             password=body.get("password"),
             max_concurrent_jobs=body.get("max_concurrent_jobs"),
             audio_minutes_per_day=body.get("audio_minutes_per_day"),
@@ -106,7 +143,9 @@ async def create(request: Request, ctx: Ctx, _: CurrentAdmin) -> JSONResponse:
     return JSONResponse({**view, "api_key": made.api_key}, status_code=201)
 
 
-@router.patch("/v1/users/{name}", summary="Change a user (admins)", responses=ADMIN)
+@router.patch(
+    "/v1/users/{name}", openapi_extra=CHANGE_BODY, summary="Change a user (admins)", responses=ADMIN
+)
 async def change(name: str, request: Request, ctx: Ctx, _: CurrentAdmin) -> dict[str, Any]:
     """admin, disabled, password, max_concurrent_jobs, audio_minutes_per_day."""
     body = await read_json(request)

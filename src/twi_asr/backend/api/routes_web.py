@@ -19,7 +19,8 @@ from ..errors import Forbidden
 from ..security import new_token, sign, verify_signature
 from ..services import users
 from .deps import SESSION_COOKIE, Ctx, authenticate
-from .forms import read_form
+from .errors import error_doc
+from .forms import STR, body_doc, object_schema, read_form
 
 __all__ = ["router"]
 
@@ -53,7 +54,26 @@ def login_page(request: Request, ctx: Ctx, error: str | None = None) -> HTMLResp
     return page
 
 
-@router.post("/login", summary="Log in with a password (form post)")
+LOGIN_BODY = body_doc(
+    {
+        kind: object_schema({"csrf_token": STR, "name": STR, "password": STR})
+        for kind in ("application/x-www-form-urlencoded", "multipart/form-data")
+    }
+)
+
+
+@router.post(
+    "/login",
+    openapi_extra=LOGIN_BODY,
+    summary="Log in with a password (form post)",
+    responses={
+        200: {"description": "Logged in (Accept: application/json): name and CSRF token"},
+        303: {"description": "Logged in: to /"},
+        400: error_doc("The form cannot be read"),
+        401: error_doc("Wrong name or password"),
+        403: error_doc("The form's CSRF token is missing or wrong"),
+    },
+)
 async def login(request: Request, ctx: Ctx) -> Response:
     """Checks the form's CSRF token, then the password; sets the session cookie."""
     form = await read_form(request)
@@ -86,7 +106,15 @@ async def login(request: Request, ctx: Ctx) -> Response:
     return answer
 
 
-@router.post("/logout", status_code=204, summary="End the session (needs its CSRF token)")
+@router.post(
+    "/logout",
+    status_code=204,
+    summary="End the session (needs its CSRF token)",
+    responses={
+        401: error_doc("No key and no session"),
+        403: error_doc("The session's CSRF token is missing"),
+    },
+)
 async def logout(request: Request, ctx: Ctx) -> Response:
     """The cookie's session is deleted server-side."""
     token = request.cookies.get(SESSION_COOKIE)
@@ -110,7 +138,11 @@ async def logout(request: Request, ctx: Ctx) -> Response:
     return answer
 
 
-@router.get("/v1/session", summary="The logged-in session's user and CSRF token")
+@router.get(
+    "/v1/session",
+    summary="The logged-in session's user and CSRF token",
+    responses={401: error_doc("No key and no session")},
+)
 def session_info(request: Request, ctx: Ctx) -> dict[str, Any]:
     """For the web app: who is logged in, and the token its state-changing calls must send."""
     auth = authenticate(request, ctx)

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import DatabaseUnavailable
+from ..errors import DatabaseUnavailable, InvalidInput
 
 __all__ = ["Database"]
 
@@ -57,8 +57,9 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Any]:
-        """A unit of work: committed on success, rolled back on error; lost connections are 503s."""
-        from sqlalchemy.exc import DBAPIError, OperationalError
+        """A unit of work: committed on success, rolled back on error; lost connections are 503s,
+        values no column can hold (NUL in text, an integer past 32 bits) are 400 invalid_value."""
+        from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
         session = self.sessions()
         try:
@@ -70,6 +71,8 @@ class Database:
                 raise DatabaseUnavailable(
                     f"the database is unavailable ({_short(exc)}); retry shortly"
                 ) from exc
+            if isinstance(exc, DataError):  # a value sent that no column can hold: NUL in text, too big
+                raise InvalidInput(f"a value cannot be stored ({_short(exc)})", code="invalid_value") from exc
             raise
         except BaseException:
             session.rollback()

@@ -94,11 +94,16 @@ def _boolean(value: Any, key: str) -> bool:
     raise InvalidInput(f"{key} must be true or false", param=key)
 
 
-def validate_webhook(url: str | None) -> str | None:
+def validate_webhook(url: object) -> str | None:
     """An http(s) URL of at most 2000 characters, or None."""
-    if not url:
+    if url is None or url == "":
         return None
-    if not url.startswith(("http://", "https://")) or len(url) > 2000 or any(c.isspace() for c in url):
+    if (
+        not isinstance(url, str)
+        or not url.startswith(("http://", "https://"))
+        or len(url) > 2000
+        or any(c.isspace() for c in url)
+    ):
         raise InvalidInput(
             "webhook_url must be an http:// or https:// URL", code="invalid_webhook_url", param="webhook_url"
         )

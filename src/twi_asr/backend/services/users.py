@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"^[\w][\w.@+-]{0,99}$", re.UNICODE)
+MAX_QUOTA = 2**31 - 1  # a quota is stored as a 32-bit integer (jobs) or a float (minutes)
 LAST_USED_EVERY = timedelta(seconds=60)  # write last_used_at at most this often per key
 
 
@@ -54,12 +55,19 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _check_password(password: str) -> str:
-    if len(password) < 8:
+def _check_password(password: object) -> str:
+    if not isinstance(password, str) or len(password) < 8:
         raise InvalidInput(
             "the password must have at least 8 characters", code="weak_password", param="password"
         )
     return password
+
+
+def _flag(value: object, field: str) -> bool:
+    """A JSON true or false; anything else is refused (``"false"`` must not make an admin)."""
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{field} must be true or false", param=field)
+    return value
 
 
 def get_user(s: Any, name: str) -> User:
@@ -86,12 +94,13 @@ def create_user(
     from sqlalchemy import select
 
     name = _check_name(name)
+    _flag(admin, "admin")
     if s.scalars(select(User.id).where(User.name == name)).first() is not None:
         raise Conflict(f"a user named {name!r} already exists", code="user_exists", param="name")
     user = User(
         name=name,
         is_admin=admin,
-        password_hash=hash_password(_check_password(password)) if password else None,
+        password_hash=hash_password(_check_password(password)) if password is not None else None,
     )
     quotas = {"max_concurrent_jobs": max_concurrent_jobs, "audio_minutes_per_day": audio_minutes_per_day}
     update_user(s, user, quotas)  # checked as a PATCH is ("many" or 0 was stored as given)
@@ -107,17 +116,23 @@ def update_user(s: Any, user: User, changes: dict[str, Any]) -> User:
     if unknown:
         raise InvalidInput(f"unknown fields: {', '.join(sorted(unknown))}", code="invalid_field")
     if "admin" in changes:
-        user.is_admin = bool(changes["admin"])
+        user.is_admin = _flag(changes["admin"], "admin")
     if "disabled" in changes:
-        user.disabled = bool(changes["disabled"])
+        user.disabled = _flag(changes["disabled"], "disabled")
     if changes.get("password") is not None:
-        user.password_hash = hash_password(_check_password(str(changes["password"])))
+        user.password_hash = hash_password(_check_password(changes["password"]))
     for field in ("max_concurrent_jobs", "audio_minutes_per_day"):
         if field in changes:
             value = changes[field]
+            if field == "max_concurrent_jobs" and isinstance(value, float) and value.is_integer():
+                value = int(value)  # JSON has one number type: 3.0 is the integer 3
             kinds = int if field == "max_concurrent_jobs" else (int, float)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, kinds) or value <= 0):
-                raise InvalidInput(f"{field} must be a positive number or null", param=field)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, kinds) or not 0 < value <= MAX_QUOTA
+            ):
+                raise InvalidInput(
+                    f"{field} must be a number above 0 and at most {MAX_QUOTA}, or null", param=field
+                )
             setattr(user, field, value)
     return user
 
