@@ -7,6 +7,7 @@ mapping is tested on the exceptions the real SDK raises.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -172,6 +173,7 @@ class FakeService:
         }
         self.running: int | None = None  # None: every wanted replica runs
         self.updates: list[dict[str, Any]] = []
+        self.kwargs: dict[str, Any] = {}
         self.removed = False
         self.failed_task: str | None = None
 
@@ -195,8 +197,21 @@ class FakeService:
             tasks.append({"DesiredState": "shutdown", "Status": {"State": "failed", "Err": self.failed_task}})
         return tasks
 
+    def apply(self, kwargs: dict[str, Any]) -> None:
+        """The task template fields of create/update kwargs, as the engine would store them."""
+        container = self.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]
+        fields = {"env": "Env", "secrets": "Secrets", "read_only": "ReadOnly", "cap_drop": "CapabilityDrop"}
+        fields.update({"user": "User", "mounts": "Mounts", "privileges": "Privileges"})
+        for key, field in fields.items():
+            if key in kwargs:
+                container[field] = kwargs[key]
+        if "resources" in kwargs:
+            self.attrs["Spec"]["TaskTemplate"]["Resources"] = dict(kwargs["resources"])
+        self.kwargs.update(kwargs)
+
     def update(self, **kwargs: Any) -> None:
         self.updates.append(kwargs)
+        self.apply(kwargs)
         if "mode" in kwargs:
             self.attrs["Spec"]["Mode"] = {"Replicated": {"Replicas": kwargs["mode"].replicas}}
         if "image" in kwargs:
@@ -225,6 +240,7 @@ class FakeServices:
         spec = kwargs["endpoint_spec"]
         port = spec["Ports"][0].get("PublishedPort")
         s = FakeService(kwargs["name"], image, replicas, port, kwargs.get("labels") or {}, spec)
+        s.apply(kwargs)
         self.items[s.name] = s
         return s
 
@@ -237,6 +253,44 @@ class FakeServices:
             key, _, value = filters["label"].partition("=")
             out = [s for s in out if s.attrs["Spec"]["Labels"].get(key) == value]
         return out
+
+
+class FakeSecret:
+    def __init__(
+        self, store: FakeSecrets, number: int, name: str, data: bytes, labels: dict[str, str]
+    ) -> None:
+        self.store = store
+        self.id = f"secret{number:04d}"
+        self.name = name
+        self.data = data
+        self.attrs: dict[str, Any] = {"ID": self.id, "Spec": {"Name": name, "Labels": dict(labels)}}
+
+    def reload(self) -> None:
+        pass
+
+    def remove(self) -> None:
+        self.store.items.pop(self.id)
+        self.store.removed.append(self.id)
+
+
+class FakeSecrets:
+    def __init__(self) -> None:
+        self.items: dict[str, FakeSecret] = {}
+        self.removed: list[str] = []
+
+    def create(self, name: str, data: bytes, labels: dict[str, str] | None = None) -> FakeSecret:
+        secret = FakeSecret(self, len(self.items) + len(self.removed) + 1, name, data, labels or {})
+        self.items[secret.id] = secret
+        return secret
+
+    def get(self, secret_id: str) -> FakeSecret:
+        if secret_id not in self.items:
+            raise api_error(404, f"secret {secret_id} not found", derr.NotFound)
+        return self.items[secret_id]
+
+    def list(self, filters: dict[str, Any] | None = None) -> list[FakeSecret]:
+        key, _, value = str((filters or {}).get("label") or "").partition("=")
+        return [s for s in self.items.values() if not key or s.attrs["Spec"]["Labels"].get(key) == value]
 
 
 class FakeAPI:
@@ -274,22 +328,31 @@ class FakeClient:
     def __init__(self) -> None:
         self.containers = FakeContainers(self)
         self.services = FakeServices()
+        self.secrets = FakeSecrets()
         self.api = FakeAPI()
         self.images = FakeImages()
         self.swarm = FakeSwarm(self)
         self.swarm_state: dict[str, Any] = {"LocalNodeState": "inactive", "ControlAvailable": False}
         self.next_statuses: list[str] = []
         self.next_logs = ""
+        self.ncpu = 8
 
     def ping(self) -> bool:
         return True
 
     def info(self) -> dict[str, Any]:
-        return {"Swarm": dict(self.swarm_state)}
+        return {"Swarm": dict(self.swarm_state), "NCPU": self.ncpu}
 
 
-def install_fake(monkeypatch: pytest.MonkeyPatch) -> FakeClient:
-    """A fake engine that every ``containers`` function gets from ``containers.client()``."""
+def install_fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path | None = None) -> FakeClient:
+    """A fake engine that every ``containers`` function gets from ``containers.client()``.
+
+    Container secret files go under ``tmp_path/run`` (``$XDG_RUNTIME_DIR``; a new temporary folder
+    without ``tmp_path``), never into the user's own folder.
+    """
+    run_dir = (tmp_path / "run") if tmp_path is not None else Path(tempfile.mkdtemp(prefix="twi-asr-fake-"))
+    run_dir.mkdir(exist_ok=True)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run_dir))
     client = FakeClient()
     monkeypatch.setattr(containers.errors, "client", lambda **_: client)  # where _dc() looks it up
     monkeypatch.setattr(time, "sleep", lambda _s: None)
@@ -316,8 +379,8 @@ def install_http(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
 
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> FakeClient:
-    return install_fake(monkeypatch)
+def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeClient:
+    return install_fake(monkeypatch, tmp_path)
 
 
 @pytest.fixture
@@ -517,7 +580,18 @@ def test_build_without_a_dockerfile_is_a_usage_error(fake: FakeClient, tmp_path:
 
 
 # ------------------------------------------------------------------ run
-def test_run_server_labels_publishes_and_configures(fake: FakeClient) -> None:
+HARDENED = {
+    "user": "10001:10001",
+    "read_only": True,
+    "tmpfs": {"/tmp": "rw,nosuid,nodev,size=512m,mode=1777"},
+    "security_opt": ["no-new-privileges:true"],
+    "cap_drop": ["ALL"],
+    "mem_limit": 4 * 1024**3,
+    "nano_cpus": 2_000_000_000,
+}
+
+
+def test_run_server_labels_publishes_and_configures(fake: FakeClient, tmp_path: Path) -> None:
     container = containers.run_server(
         "twi-asr:cpu", name="asr", port=8010, model="tiny.en", env={"TWI_ASR_LOG_JSON": "1"}, api_key="k3y"
     )
@@ -529,13 +603,26 @@ def test_run_server_labels_publishes_and_configures(fake: FakeClient) -> None:
     assert kwargs["restart_policy"] == {"Name": "no"}
     assert kwargs["environment"] == {
         "TWI_ASR_LOG_JSON": "1",
+        "TWI_ASR_API_KEY_FILE": "/run/secrets/twi_asr_api_key",  # the key as a file, never as a variable
         "TWI_ASR_PORT": "8001",
         "TWI_ASR_MODEL": "tiny.en",
-        "TWI_ASR_API_KEY": "k3y",
+        "TWI_ASR_IMAGE_ID": "sha256:cpu",
     }
-    assert "device_requests" not in kwargs and "volumes" not in kwargs
+    assert {k: kwargs[k] for k in HARDENED} == HARDENED
+    key_file = tmp_path / "run" / "twi-asr" / "secrets" / "asr" / "twi_asr_api_key"
+    assert kwargs["volumes"] == {
+        str(key_file): {"bind": "/run/secrets/twi_asr_api_key", "mode": "ro"},
+        "twi-asr-models": {"bind": "/models", "mode": "rw"},  # the named volume: models survive restarts
+    }
+    assert key_file.read_text() == "k3y"
+    assert key_file.stat().st_mode & 0o777 == 0o644  # uid 10001 reads it through the mount ...
+    assert key_file.parent.stat().st_mode & 0o777 == 0o700  # ... while the host's other users cannot
+    assert "k3y" not in repr(kwargs)
+    assert "device_requests" not in kwargs
     assert container.calls[:1] == ["start"]
     assert containers.container_url(container) == "http://127.0.0.1:8010"
+    containers.stop("asr")
+    assert not key_file.parent.exists()  # the secret goes with the container
 
 
 def test_run_server_gpu_public_any_port_and_volumes(fake: FakeClient, tmp_path: Path) -> None:
@@ -545,9 +632,78 @@ def test_run_server_gpu_public_any_port_and_volumes(fake: FakeClient, tmp_path: 
     _, kwargs = fake.containers.created[0]
     assert kwargs["device_requests"] == [DeviceRequest(count=-1, capabilities=[["gpu"]])]
     assert kwargs["ports"] == {"8001/tcp": ("0.0.0.0", None)}
+    # The user's own /models: no named volume over it, and no secret to mount.
     assert kwargs["volumes"] == {str(tmp_path.resolve()): {"bind": "/models", "mode": "ro"}}
-    assert "TWI_ASR_MODEL" not in kwargs["environment"] and "TWI_ASR_API_KEY" not in kwargs["environment"]
+    assert {k: kwargs[k] for k in HARDENED} == HARDENED  # a GPU container is hardened the same way
+    assert (
+        "TWI_ASR_MODEL" not in kwargs["environment"] and "TWI_ASR_API_KEY_FILE" not in kwargs["environment"]
+    )
     assert containers.container_url(container) == "http://127.0.0.1:49153"
+
+
+def test_run_server_limits_volume_and_secrets_from_the_env(fake: FakeClient, tmp_path: Path) -> None:
+    env = {"TWI_ASR_API_KEY": "from-env", "HF_TOKEN": "hf_fake123", "TWI_ASR_LOG_JSON": "1"}
+    containers.run_server(
+        "twi-asr:cpu",
+        env=env,
+        memory="512m",
+        cpus="0.5",
+        models_volume="mine",
+        volumes={str(tmp_path): "/data"},
+    )
+    _, kwargs = fake.containers.created[0]
+    assert (kwargs["mem_limit"], kwargs["nano_cpus"]) == (512 * 1024**2, 500_000_000)
+    assert kwargs["environment"]["TWI_ASR_API_KEY_FILE"] == "/run/secrets/twi_asr_api_key"
+    assert kwargs["environment"]["HF_TOKEN_PATH"] == "/run/secrets/hf_token"  # read by huggingface_hub
+    assert not {"TWI_ASR_API_KEY", "HF_TOKEN"} & set(kwargs["environment"])
+    assert "from-env" not in repr(kwargs) and "hf_fake123" not in repr(kwargs)
+    secrets_dir = tmp_path / "run" / "twi-asr" / "secrets" / "twi-asr"
+    assert (secrets_dir / "hf_token").read_text() == "hf_fake123"
+    binds = {v["bind"]: k for k, v in kwargs["volumes"].items()}
+    assert binds["/models"] == "mine" and binds["/data"] == str(tmp_path.resolve())
+    assert binds["/run/secrets/twi_asr_api_key"] == str(secrets_dir / "twi_asr_api_key")
+    # --api-key wins over the variable; models_volume None mounts nothing on /models.
+    containers.remove("twi-asr")
+    assert not secrets_dir.exists()
+    containers.run_server("twi-asr:cpu", name="asr2", env=env, api_key="flag", models_volume=None)
+    _, kwargs = fake.containers.created[1]
+    assert (secrets_dir.with_name("asr2") / "twi_asr_api_key").read_text() == "flag"
+    assert "/models" not in {v["bind"] for v in kwargs["volumes"].values()}
+
+
+def test_run_server_cpus_default_fits_the_engine_and_bad_limits_are_usage_errors(fake: FakeClient) -> None:
+    fake.ncpu = 1
+    containers.run_server("twi-asr:cpu")
+    assert fake.containers.created[0][1]["nano_cpus"] == 1_000_000_000  # the default 2, capped at 1
+    containers.remove("twi-asr")
+    with pytest.raises(UsageError, match=r"--cpus 2: this Docker engine has 1 CPUs") as info:
+        containers.run_server("twi-asr:cpu", cpus="2")
+    assert info.value.exit_code == 2
+    for memory, message in [("lots", "expected a size"), ("1k", "at least 6m"), ("0", "at least 6m")]:
+        with pytest.raises(UsageError, match=message):
+            containers.run_server("twi-asr:cpu", memory=memory)
+    for cpus in ("many", "0", "-1", "nan", "inf"):
+        with pytest.raises(UsageError, match="--cpus"):
+            containers.run_server("twi-asr:cpu", cpus=cpus)
+    assert len(fake.containers.created) == 1  # no container made for a bad value
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("4g", 4 * 1024**3), ("512m", 512 * 1024**2), ("1.5G", 1536 * 1024**2), ("2GiB", 2 * 1024**3)]
+    + [("64mb", 64 * 1024**2), ("1073741824", 1024**3), (" 8 g ", 8 * 1024**3), ("1t", 1024**4)],
+)
+def test_parse_memory_reads_docker_sizes(text: str, size: int) -> None:
+    from twi_asr.containers.hardening import parse_memory
+
+    assert parse_memory(text) == size
+
+
+def test_run_server_start_failure_removes_the_secret_files(fake: FakeClient, tmp_path: Path) -> None:
+    fake.containers.start_error = api_error(500, "Bind for 127.0.0.1:8001 failed: port is already allocated")
+    with pytest.raises(EnvironmentProblem, match="port 8001 is already in use"):
+        containers.run_server("twi-asr:cpu", api_key="k")
+    assert not (tmp_path / "run" / "twi-asr" / "secrets" / "twi-asr").exists()
 
 
 def test_run_server_missing_image_suggests_build(fake: FakeClient) -> None:
@@ -612,6 +768,13 @@ def test_wait_ready_when_the_container_dies_shows_its_last_30_lines(
     assert len(err.log_tail) == 30 and err.log_tail[-1] == "ModelNotFoundError: no model 'nope'"
     assert "log line 11" in err.message and "log line 10\n" not in err.message
     assert waits and "loading model twi" in waits[0]
+
+
+def test_wait_ready_says_when_the_memory_limit_killed_it(fake: FakeClient, http: dict[str, Any]) -> None:
+    container = fake.containers.add(FakeContainer("asr", statuses=["exited"], exit_code=137))
+    container.attrs["State"]["OOMKilled"] = True
+    with pytest.raises(containers.ContainerFailed, match=r"asr was killed for using more memory .*--memory"):
+        containers.wait_ready(container, None, timeout_s=5)
 
 
 def test_wait_ready_times_out_with_the_last_lines(fake: FakeClient, http: dict[str, Any]) -> None:
@@ -712,15 +875,21 @@ def test_health_of_a_url_and_of_a_container(fake: FakeClient, http: dict[str, An
 
 # ------------------------------------------------------------------ swarm
 def _service_kwargs(
-    name: str, *, labels: dict[str, str], replicas: int = 1, port: int = 8001
+    name: str, *, labels: dict[str, str], replicas: int = 1, port: int = 8001, hardened: bool = True
 ) -> dict[str, Any]:
+    """What a service made by ``scale`` was created with (``hardened`` False: one made before it was)."""
     from docker.types import EndpointSpec, ServiceMode
 
+    from twi_asr.containers.hardening import Limits, service_kwargs
+
+    limits = Limits(memory_bytes=4 * 1024**3, nano_cpus=2_000_000_000)
     return {
         "name": name,
         "labels": labels,
         "mode": ServiceMode("replicated", replicas=replicas),
         "endpoint_spec": EndpointSpec(ports={port: 8001}),
+        "env": ["TWI_ASR_PORT=8001", "TWI_ASR_IMAGE_ID=sha256:cpu"],
+        **(service_kwargs(limits, models_volume="twi-asr-models") if hardened else {}),
     }
 
 
@@ -741,10 +910,23 @@ def test_scale_init_swarm_creates_a_labelled_service(fake: FakeClient) -> None:
     assert kwargs["mode"].mode == "replicated" and kwargs["mode"].replicas == 3
     assert kwargs["endpoint_spec"]["Ports"][0]["PublishedPort"] == 8100
     assert kwargs["endpoint_spec"]["Ports"][0]["TargetPort"] == 8001
-    assert "TWI_ASR_MODEL=tiny.en" in kwargs["env"]
+    assert "TWI_ASR_MODEL=tiny.en" in kwargs["env"] and "TWI_ASR_IMAGE_ID=sha256:cpu" in kwargs["env"]
     assert kwargs["update_config"]["Order"] == "start-first"
     assert (info.name, info.replicas, info.running, info.port) == ("twi-asr", 3, 3, 8100)
     assert info.image == "twi-asr:cpu" and info.url == "http://127.0.0.1:8100"
+    # Every replica hardened as `docker run`'s container is, but for no-new-privileges (asked; this
+    # engine's API drops it).
+    assert (kwargs["user"], kwargs["read_only"], kwargs["cap_drop"]) == ("10001:10001", True, ["ALL"])
+    assert kwargs["privileges"] == {"NoNewPrivileges": True}
+    assert kwargs["resources"] == {"Limits": {"NanoCPUs": 2_000_000_000, "MemoryBytes": 4 * 1024**3}}
+    tmp, models = kwargs["mounts"]
+    assert (tmp["Type"], tmp["Target"], tmp["TmpfsOptions"]) == (
+        "tmpfs",
+        "/tmp",
+        {"SizeBytes": 512 * 1024**2, "Mode": 0o1777},
+    )
+    assert (models["Type"], models["Source"], models["Target"]) == ("volume", "twi-asr-models", "/models")
+    assert kwargs["secrets"] == [] and fake.secrets.items == {}
 
 
 def test_scale_an_existing_service_and_roll_it_to_a_new_image(fake: FakeClient) -> None:
@@ -760,8 +942,71 @@ def test_scale_an_existing_service_and_roll_it_to_a_new_image(fake: FakeClient) 
     assert update["update_config"]["Order"] == "start-first"
     assert update["update_config"]["FailureAction"] == "rollback"
     assert update["update_config"]["Parallelism"] == 1
+    assert "TWI_ASR_IMAGE_ID=sha256:v2" in update["env"]  # /health reports the new image
+    assert not {"read_only", "mounts", "secrets"} & set(update)  # already hardened, no key asked
     assert info.image == "twi-asr:v2"
     assert len(fake.services.created) == 1
+
+
+def test_scale_passes_the_key_as_a_docker_secret_rotates_it_and_removes_it(fake: FakeClient) -> None:
+    containers.scale(2, init_swarm=True, api_key="k3y-one", env={"HF_TOKEN": "hf_fake"})
+    _, kwargs = fake.services.created[0]
+    assert "k3y-one" not in repr(kwargs) and "hf_fake" not in repr(kwargs)
+    assert "TWI_ASR_API_KEY_FILE=/run/secrets/twi_asr_api_key" in kwargs["env"]
+    assert "HF_TOKEN_PATH=/run/secrets/hf_token" in kwargs["env"]
+    refs = {r["File"]["Name"]: r for r in kwargs["secrets"]}
+    assert set(refs) == {"twi_asr_api_key", "hf_token"}
+    assert refs["twi_asr_api_key"]["File"] == {
+        "Name": "twi_asr_api_key",
+        "UID": "10001",
+        "GID": "10001",
+        "Mode": 0o400,
+    }
+    key = fake.secrets.items[refs["twi_asr_api_key"]["SecretID"]]
+    assert key.data == b"k3y-one" and key.name.startswith("twi-asr-twi-asr-api-key-")
+    labels = key.attrs["Spec"]["Labels"]
+    assert labels["twi-asr.managed"] == "true" and labels["twi-asr.service"] == "twi-asr"
+    assert "k3y-one" not in repr(labels)  # a salted digest tells a changed key, not the key
+    service = fake.services.items["twi-asr"]
+    # The same key again: nothing changes, no new secret.
+    containers.scale(2, api_key="k3y-one")
+    assert service.updates == [] and len(fake.secrets.items) == 2
+    # A new key: a new secret, the replicas roll onto it, the old one is removed.
+    containers.scale(2, api_key="k3y-two")
+    update = service.updates[-1]
+    assert set(update) == {"secrets", "update_config"}  # env already points at the file
+    new_key = [
+        fake.secrets.items[r["SecretID"]] for r in update["secrets"] if r["File"]["Name"] == "twi_asr_api_key"
+    ]
+    assert [s.data for s in new_key] == [b"k3y-two"]
+    assert key.id in fake.secrets.removed and refs["hf_token"]["SecretID"] in fake.secrets.items
+    # Removing the service removes its secrets.
+    containers.stop("twi-asr")
+    assert fake.secrets.items == {}
+
+
+def test_scale_hardens_a_service_made_before_and_changes_its_limits_when_asked(fake: FakeClient) -> None:
+    fake.swarm_state = {"LocalNodeState": "active", "ControlAvailable": True}
+    old = _service_kwargs("twi-asr", labels=MANAGED, replicas=2, hardened=False)
+    service = fake.services.create("twi-asr:cpu", **old)
+    containers.scale(2)
+    update = service.updates[-1]
+    assert update["read_only"] is True and update["cap_drop"] == ["ALL"] and update["user"] == "10001:10001"
+    assert update["resources"]["Limits"] == {"NanoCPUs": 2_000_000_000, "MemoryBytes": 4 * 1024**3}
+    assert update["update_config"]["Order"] == "start-first"  # rolled one replica at a time
+    containers.scale(2)
+    assert len(service.updates) == 1  # hardened now: nothing more to do
+    containers.scale(2, memory="8g")
+    assert service.updates[-1]["resources"]["Limits"] == {
+        "NanoCPUs": 2_000_000_000,
+        "MemoryBytes": 8 * 1024**3,
+    }
+    containers.scale(3)  # no --memory: the service keeps its 8g
+    assert set(service.updates[-1]) == {"mode"}
+    with pytest.raises(UsageError, match="--cpus 16: this Docker engine has 8 CPUs"):
+        containers.scale(3, cpus=16)
+    with pytest.raises(UsageError, match="--memory 'huge'"):
+        containers.scale(3, memory="huge")
 
 
 def test_scale_auto_uses_host_ports_where_the_kernel_has_no_ipvs(

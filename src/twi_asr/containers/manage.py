@@ -14,6 +14,7 @@ from ..errors import EnvironmentProblem, UsageError
 from .common import _MANAGED_FILTER
 from .errors import _dc, _mapped
 from .run import _find_container, _health_of, _http_get, _is_managed, _stop_container, container_url
+from .secrets import remove_service_secrets
 from .swarm import _our_services, _service_info, _swarm_state
 
 if TYPE_CHECKING:
@@ -86,6 +87,7 @@ def stop(
         for s in _our_services(dc, None if all_managed else name):
             with _mapped(f"removing service {s.name}"):
                 s.remove()
+            remove_service_secrets(dc, str(s.name))
             done.append(f"service {s.name}")
     if name is not None and not done:
         raise EnvironmentProblem(

@@ -26,6 +26,17 @@ from .common import (
     MANAGED_LABEL,
 )
 from .errors import ContainerFailed, _dc, _mapped
+from .hardening import (
+    MODELS_DIR,
+    MODELS_VOLUME,
+    Limits,
+    container_kwargs,
+    engine_cpus,
+    mounts_models,
+    parse_cpus,
+    parse_memory,
+)
+from .secrets import remove_container_secrets, server_env, write_container_secrets
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -118,17 +129,6 @@ def _find_container(dc: DockerClient, name: str) -> Container | None:
     return container
 
 
-def server_env(env: dict[str, str] | None, *, model: str | None, api_key: str | None) -> dict[str, str]:
-    """The server's environment in a container or service: the user's ``--env`` plus our settings."""
-    environment = dict(env or {})
-    environment["TWI_ASR_PORT"] = str(CONTAINER_PORT)
-    if model:
-        environment["TWI_ASR_MODEL"] = model
-    if api_key:
-        environment["TWI_ASR_API_KEY"] = api_key
-    return environment
-
-
 def run_server(
     image: str,
     *,
@@ -140,21 +140,36 @@ def run_server(
     gpu: bool = False,
     volumes: dict[str, str] | None = None,
     bind: str = "127.0.0.1",
+    memory: str | int | None = None,
+    cpus: str | float | None = None,
+    models_volume: str | None = MODELS_VOLUME,
     docker_client: DockerClient | None = None,
 ) -> Container:
-    """Start a detached ``twi-asr serve`` container from ``image`` and return it (not yet ready).
+    """Start a detached, hardened ``twi-asr serve`` container from ``image`` and return it (not yet ready).
 
     The server's port 8001 is published on ``bind:port`` (127.0.0.1 unless
     asked; ``port`` None or 0 = any free port, see :func:`container_url`).
-    ``model`` and ``api_key`` become ``TWI_ASR_MODEL`` / ``TWI_ASR_API_KEY``;
-    ``gpu`` asks for every NVIDIA GPU; ``volumes`` maps host paths to
-    container paths (append ``:ro`` for read-only). No restart policy. A
-    stopped container of ours with the same name is replaced; a running one is
-    an error.
+    ``model`` becomes ``TWI_ASR_MODEL``; ``api_key`` (and any secret in
+    ``env``) a read-only file under /run/secrets, never a plain variable (see
+    :mod:`.secrets`); the image's id ``TWI_ASR_IMAGE_ID``. ``gpu`` asks for
+    every NVIDIA GPU; ``volumes`` maps host paths to container paths (append
+    ``:ro`` for read-only).
+
+    The runtime is least privilege (:mod:`.hardening`): read-only root, a
+    tmpfs /tmp, no capabilities, ``no-new-privileges``, uid 10001, ``memory``
+    (default 4g) and ``cpus`` (default 2, at most the engine's) limits, and
+    the named volume ``models_volume`` on /models (None: none) unless
+    ``volumes`` mount something there. No restart policy. A stopped container
+    of ours with the same name is replaced; a running one is an error.
     """
     from docker.types import DeviceRequest
 
+    if memory is not None:
+        parse_memory(memory)  # a bad value is a usage error before the engine is asked anything
+    if cpus is not None:
+        parse_cpus(cpus)
     dc = _dc(docker_client)
+    limits = Limits.resolve(memory, cpus, engine_cpus(dc))
     existing = _find_container(dc, name)
     if existing is not None:
         if existing.status in ("running", "restarting", "paused"):
@@ -164,11 +179,15 @@ def run_server(
             )
         with _mapped(f"removing the stopped container {name}"):
             existing.remove(force=True)
-    environment = server_env(env, model=model, api_key=api_key)
+    with _mapped(f"looking up image {image}", image=image):
+        image_id = str(dc.images.get(image).id)
+    environment, files = server_env(env, model=model, api_key=api_key, image_id=image_id)
     mounts: dict[str, dict[str, str]] = {}
     for host, target in (volumes or {}).items():
         path, _, mode = target.partition(":")
         mounts[str(Path(host).expanduser().resolve())] = {"bind": path, "mode": mode or "rw"}
+    if models_volume and not mounts_models([m["bind"] for m in mounts.values()]):
+        mounts[models_volume] = {"bind": MODELS_DIR, "mode": "rw"}
     kwargs: dict[str, Any] = {
         "name": name,
         "detach": True,
@@ -176,13 +195,19 @@ def run_server(
         "environment": environment,
         "ports": {f"{CONTAINER_PORT}/tcp": (bind, port or None)},
         "restart_policy": {"Name": "no"},
+        **container_kwargs(limits),
     }
     if gpu:
         kwargs["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
-    if mounts:
-        kwargs["volumes"] = mounts
-    with _mapped(f"creating container {name}", image=image, name=name, port=port, gpu=gpu):
-        container = dc.containers.create(image, **kwargs)
+    try:
+        mounts.update(write_container_secrets(name, files))
+        if mounts:
+            kwargs["volumes"] = mounts
+        with _mapped(f"creating container {name}", image=image, name=name, port=port, gpu=gpu):
+            container = dc.containers.create(image, **kwargs)
+    except BaseException:
+        remove_container_secrets(name)
+        raise
     try:
         with _mapped(f"starting container {name}", image=image, name=name, port=port, gpu=gpu):
             container.start()
@@ -190,6 +215,7 @@ def run_server(
     except BaseException:
         with contextlib.suppress(Exception):
             container.remove(force=True)
+        remove_container_secrets(name)
         raise
     return container
 
@@ -247,10 +273,12 @@ def wait_ready(
             raise
         status = str(container.status)
         if status in ("exited", "dead"):
-            code = ((container.attrs or {}).get("State") or {}).get("ExitCode")
+            state = (container.attrs or {}).get("State") or {}
+            why = f"exited (code {state.get('ExitCode')})"
+            if state.get("OOMKilled"):
+                why = "was killed for using more memory than its limit (raise it with --memory)"
             raise ContainerFailed(
-                f"container {container.name} exited (code {code}) before it was ready",
-                _log_lines(container),
+                f"container {container.name} {why} before it was ready", _log_lines(container)
             )
         url = url or container_url(container)
         if status == "running" and url:
@@ -291,6 +319,7 @@ def _stop_container(container: Container, *, keep: bool, timeout: int) -> None:
             container.stop(timeout=timeout)
         if not keep:
             container.remove(force=True)
+            remove_container_secrets(str(container.name))
 
 
 def remove(name: str, *, docker_client: DockerClient | None = None) -> None:
@@ -301,6 +330,7 @@ def remove(name: str, *, docker_client: DockerClient | None = None) -> None:
         raise EnvironmentProblem(f"no twi-asr container named {name} (see `twi-asr docker status`)")
     with _mapped(f"removing container {name}"):
         container.remove(force=True)
+    remove_container_secrets(name)
 
 
 @contextlib.contextmanager
@@ -313,6 +343,8 @@ def serving_container(
     api_key: str | None = None,
     gpu: bool = False,
     env: dict[str, str] | None = None,
+    memory: str | int | None = None,
+    cpus: str | float | None = None,
     timeout_s: float = 300.0,
     on_status: Callable[[str], None] | None = None,
     docker_client: DockerClient | None = None,
@@ -321,8 +353,9 @@ def serving_container(
 
     Reuses our running container ``name`` when it publishes a port (and leaves
     it running); otherwise starts one from ``image`` (``port`` None = any free
-    port), waits until ``/ready`` answers, and on exit (normal, error or
-    Ctrl-C) stops and removes it. This is what ``twi-asr batch --docker`` and
+    port), hardened as :func:`run_server` makes it (``memory``, ``cpus``),
+    waits until ``/ready`` answers, and on exit (normal, error or Ctrl-C)
+    stops and removes it. This is what ``twi-asr batch --docker`` and
     ``twi-asr docker batch`` stand on: the user never runs ``docker`` by hand.
     """
     say = on_status or (lambda _m: None)
@@ -334,7 +367,16 @@ def serving_container(
         yield url
         return
     started = run_server(
-        image, name=name, port=port, model=model, env=env, api_key=api_key, gpu=gpu, docker_client=dc
+        image,
+        name=name,
+        port=port,
+        model=model,
+        env=env,
+        api_key=api_key,
+        gpu=gpu,
+        memory=memory,
+        cpus=cpus,
+        docker_client=dc,
     )
     try:
         say(f"started container {started.name} from {image}; waiting for the model to load ...")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,93 +24,15 @@ from .common import (
     SERVICE_LABEL,
 )
 from .errors import ContainerFailed, _dc, _mapped, map_docker_error
-from .run import _http_get, server_env
+from .hardening import MODELS_VOLUME, Limits, engine_cpus, parse_cpus, parse_memory
+from .run import _http_get
+from .secrets import remove_service_secrets
+from .service_info import ServiceInfo, _service_info
+from .service_spec import new_service_kwargs, task_changes
 
 if TYPE_CHECKING:
     from docker import DockerClient
     from docker.models.services import Service
-
-
-@dataclass(frozen=True)
-class ServiceInfo:
-    """One twi-asr swarm service: its replicas and where they are published.
-
-    ``publish_mode`` ``ingress``: the routing mesh publishes one ``port`` for
-    all replicas (``url``). ``host``: each running replica publishes its own
-    port on the node (``replica_urls``), for engines whose kernel has no IPVS.
-    """
-
-    name: str
-    id: str
-    image: str
-    replicas: int
-    """Desired."""
-    running: int
-    """Tasks in state ``running`` (past the image's HEALTHCHECK, when it has one)."""
-    port: int | None
-    update_state: str | None = None
-    """updating, completed, paused, rollback_completed... (None before any update)."""
-    url: str | None = None
-    errors: tuple[str, ...] = ()
-    """Messages of the latest failed or rejected tasks."""
-    publish_mode: str = "ingress"
-    replica_urls: tuple[str, ...] = ()
-    """One URL per running replica (host mode); empty behind the mesh."""
-
-    @property
-    def urls(self) -> tuple[str, ...]:
-        """Where clients reach the service: the mesh URL, or every replica's."""
-        return (self.url,) if self.url else self.replica_urls
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready."""
-        return {**asdict(self), "urls": list(self.urls)}
-
-
-def _service_info(service: Service) -> ServiceInfo:
-    with _mapped(f"inspecting service {service.name}"):
-        service.reload()
-        tasks = service.tasks()
-    spec = service.attrs.get("Spec") or {}
-    image = str(((spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Image") or "")
-    replicas = int(((spec.get("Mode") or {}).get("Replicated") or {}).get("Replicas") or 0)
-    spec_ports = (spec.get("EndpointSpec") or {}).get("Ports") or []
-    mode = "host" if any(p.get("PublishMode") == "host" for p in spec_ports) else "ingress"
-    port: int | None = None
-    if mode == "ingress":
-        for p in (service.attrs.get("Endpoint") or {}).get("Ports") or spec_ports:
-            if int(p.get("TargetPort") or 0) == CONTAINER_PORT and p.get("PublishedPort"):
-                port = int(p["PublishedPort"])
-    replica_ports: list[int] = []
-    for t in tasks:
-        if t.get("DesiredState") != "running" or (t.get("Status") or {}).get("State") != "running":
-            continue
-        for p in ((t.get("Status") or {}).get("PortStatus") or {}).get("Ports") or []:
-            if int(p.get("TargetPort") or 0) == CONTAINER_PORT and p.get("PublishedPort"):
-                replica_ports.append(int(p["PublishedPort"]))
-    running = sum(
-        1
-        for t in tasks
-        if (t.get("DesiredState") == "running" and (t.get("Status") or {}).get("State") == "running")
-    )
-    failed = [
-        str((t.get("Status") or {}).get("Err") or (t.get("Status") or {}).get("Message") or "")
-        for t in sorted(tasks, key=lambda t: str(t.get("UpdatedAt") or ""), reverse=True)
-        if (t.get("Status") or {}).get("State") in ("failed", "rejected")
-    ]
-    return ServiceInfo(
-        name=str(spec.get("Name") or service.name),
-        id=str(service.id)[:12],
-        image=image.split("@sha256:")[0],
-        replicas=replicas,
-        running=running,
-        port=port,
-        update_state=(service.attrs.get("UpdateStatus") or {}).get("State"),
-        url=f"http://127.0.0.1:{port}" if port else None,
-        errors=tuple(dict.fromkeys(m for m in failed if m))[:3],
-        publish_mode=mode,
-        replica_urls=tuple(f"http://127.0.0.1:{p}" for p in sorted(dict.fromkeys(replica_ports))),
-    )
 
 
 def _swarm_state(dc: DockerClient) -> tuple[str, bool]:
@@ -191,9 +112,12 @@ def scale(
     model: str | None = None,
     env: dict[str, str] | None = None,
     api_key: str | None = None,
+    memory: str | int | None = None,
+    cpus: str | float | None = None,
+    models_volume: str | None = MODELS_VOLUME,
     docker_client: DockerClient | None = None,
 ) -> ServiceInfo:
-    """Run ``replicas`` server replicas as one swarm service behind ``port`` (the routing mesh).
+    """Run ``replicas`` hardened server replicas as one swarm service behind ``port`` (the routing mesh).
 
     ``publish_mode`` ``ingress``: the mesh publishes ``port`` (default 8001)
     on every interface of the node and spreads connections over the replicas.
@@ -207,6 +131,16 @@ def scale(
     existing service of ours is scaled (``image`` is then ignored) and, with
     ``update_image``, rolled to that image one replica at a time, new before
     old, rolling back on failure. Returns at once; see :func:`wait_replicas`.
+
+    Each replica runs as :func:`.run.run_server`'s container does (read-only
+    root, tmpfs /tmp, no capabilities, uid 10001, ``memory`` / ``cpus``
+    limits, the volume ``models_volume`` on /models) but for
+    ``no-new-privileges``, which this engine's API cannot set on a service
+    (see :mod:`.hardening`). ``api_key`` (and secrets in ``env``) become
+    Docker secrets at /run/secrets; a changed key rotates the secret. An
+    existing service keeps its env and model; a new image, a new key, other
+    limits or a missing hardening roll its replicas (see
+    :func:`.service_spec.task_changes`).
     """
     from docker.types import RestartPolicy, ServiceMode, UpdateConfig
 
@@ -217,12 +151,18 @@ def scale(
     mode = publish_mode
     if mode == "auto":
         mode = "ingress" if routing_mesh_available() else "host"
+    if memory is not None:
+        parse_memory(memory)  # a bad value is a usage error before the engine is asked anything
+    if cpus is not None:
+        parse_cpus(cpus)
     if mode == "host" and port is not None:
         raise UsageError(
             "--port needs the routing mesh (--publish-mode ingress); in host mode every replica "
             "gets a port of its own (see `twi-asr docker status`)"
         )
     dc = _dc(docker_client)
+    ncpu = engine_cpus(dc)
+    limits = Limits.resolve(memory, cpus, ncpu)  # --cpus above the engine's: before any swarm is made
     state, manager = _swarm_state(dc)
     if state != "active":
         if not init_swarm:
@@ -237,8 +177,7 @@ def scale(
             "this Docker engine is a swarm worker: run `twi-asr docker scale` on a manager"
         )
     new_image = update_image
-    if new_image is not None:
-        _require_image(dc, new_image)
+    new_image_id = _image_id(dc, new_image) if new_image is not None else None
     rolling = UpdateConfig(
         parallelism=1,
         delay=2_000_000_000,
@@ -254,21 +193,33 @@ def scale(
             raise EnvironmentProblem(
                 f"a swarm service named {name} exists but is not ours; pass another --name"
             )
-        if new_image is None:
-            _require_image(dc, image)
-        environment = server_env(env, model=model, api_key=api_key)
-        with _mapped(f"creating service {name}", image=new_image or image, port=port or CONTAINER_PORT):
-            service = dc.services.create(
-                new_image or image,
-                name=name,
-                labels=dict(_LABELS),
-                container_labels={SERVICE_LABEL: name},
-                env=[f"{k}={v}" for k, v in environment.items()],
-                mode=ServiceMode("replicated", replicas=replicas),
-                endpoint_spec=_endpoint_spec(mode, port),
-                update_config=rolling,
-                restart_policy=RestartPolicy(condition="on-failure", delay=5_000_000_000, max_attempts=5),
-            )
+        target = new_image or image
+        kwargs = new_service_kwargs(
+            dc,
+            name,
+            image_id=new_image_id or _image_id(dc, target),
+            env=env,
+            model=model,
+            api_key=api_key,
+            limits=limits,
+            models_volume=models_volume,
+        )
+        try:
+            with _mapped(f"creating service {name}", image=target, port=port or CONTAINER_PORT):
+                service = dc.services.create(
+                    target,
+                    name=name,
+                    labels=dict(_LABELS),
+                    container_labels={SERVICE_LABEL: name},
+                    mode=ServiceMode("replicated", replicas=replicas),
+                    endpoint_spec=_endpoint_spec(mode, port),
+                    update_config=rolling,
+                    restart_policy=RestartPolicy(condition="on-failure", delay=5_000_000_000, max_attempts=5),
+                    **kwargs,
+                )
+        except BaseException:
+            remove_service_secrets(dc, name)
+            raise
         return _service_info(service)
     service = existing[0]
     current = _service_info(service)
@@ -277,21 +228,40 @@ def scale(
         changes["mode"] = ServiceMode("replicated", replicas=replicas)
     if new_image is not None and new_image != current.image:
         changes["image"] = new_image
+    else:
+        new_image_id = None
+    changes.update(
+        task_changes(
+            dc,
+            service,
+            new_image_id=new_image_id,
+            env=env,
+            api_key=api_key,
+            memory=memory,
+            cpus=cpus,
+            engine_cpus=ncpu,
+            models_volume=models_volume,
+        )
+    )
+    if set(changes) - {"mode", "endpoint_spec"}:  # the tasks change: roll them one at a time
         changes["update_config"] = rolling
     if current.publish_mode != mode or (mode == "ingress" and current.port != (port or CONTAINER_PORT)):
         changes["endpoint_spec"] = _endpoint_spec(mode, port)
     if changes:
         with _mapped(f"updating service {name}", image=new_image, port=port):
             service.update(**changes)
+        if "secrets" in changes:
+            remove_service_secrets(dc, name, keep=changes["secrets"])
     return _service_info(service)
 
 
-def _require_image(dc: DockerClient, image: str) -> None:
+def _image_id(dc: DockerClient, image: str) -> str:
+    """The id of the local ``image``; a missing one is the usual "build it" problem."""
     from docker.errors import ImageNotFound
 
     with _mapped(f"looking up image {image}", image=image):
         try:
-            dc.images.get(image)
+            return str(dc.images.get(image).id)
         except ImageNotFound:
             raise map_docker_error(ImageNotFound(f"No such image: {image}"), image=image) from None
 
