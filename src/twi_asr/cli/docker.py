@@ -1,27 +1,29 @@
 """``twi-asr docker``: build the image, run and watch server containers, scale on swarm, batch through one.
 
+``build``, ``status`` and ``verify`` live in :mod:`.docker_images`.
+
 Everything goes through docker-py (:mod:`twi_asr.containers`), never the
 ``docker`` binary; every Docker problem is one line and exit code 3.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shlex
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from ..errors import UsageError
 from . import console
+from .docker_images import register as _register_image_commands
 
 app = typer.Typer(
     help="Build, run, watch and scale the server in Docker (docker-py; the `docker` extra).",
     no_args_is_help=True,
 )
+_register_image_commands(app)  # build, status, verify (cli/docker_images.py)
 
 # Literal defaults (not imported from containers) keep `import twi_asr.cli` light.
 _CPU_IMAGE = "twi-asr:cpu"
@@ -70,78 +72,6 @@ def _print_tail(lines: list[str]) -> None:
 
     for line in lines:
         console.stderr.print(Text(f"  | {line}", style="dim"), soft_wrap=True)
-
-
-# ------------------------------------------------------------------ build
-@app.command("build")
-def build(
-    gpu: GpuOpt = False,
-    model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Default model of the image (build arg MODEL).")
-    ] = None,
-    tag: Annotated[
-        str | None,
-        typer.Option("--tag", "-t", help="Image tag (default twi-asr:cpu, with --gpu twi-asr:cuda)."),
-    ] = None,
-    base_image: Annotated[
-        str | None, typer.Option("--base-image", help="Base image (build arg BASE_IMAGE).")
-    ] = None,
-    context: Annotated[Path, typer.Option("--context", help="Build context: the repository root.")] = Path(
-        "."
-    ),
-    dockerfile: Annotated[
-        str | None,
-        typer.Option(
-            "--file", "-f", help="Dockerfile in the context (default Dockerfile, --gpu Dockerfile.cuda)."
-        ),
-    ] = None,
-    build_arg: Annotated[
-        list[str] | None, typer.Option("--build-arg", help="KEY=VALUE build argument (repeatable).")
-    ] = None,
-    pull: Annotated[bool, typer.Option("--pull", help="Always pull a newer base image.")] = False,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Rebuild every step.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not stream the build output.")] = False,
-) -> None:
-    """Build the server image, streaming the build output; prints the image id."""
-    from rich.text import Text
-
-    from .. import containers
-
-    tag = tag or (_GPU_IMAGE if gpu else _CPU_IMAGE)
-    dockerfile = dockerfile or ("Dockerfile.cuda" if gpu else "Dockerfile")
-    args = _pairs(build_arg, "--build-arg")
-    if model:
-        args["MODEL"] = model
-    if base_image:
-        args["BASE_IMAGE"] = base_image
-    console.info(f"building {tag} from {context / dockerfile} ...")
-    status = None
-
-    def on_line(line: str) -> None:
-        step = line.startswith("Step ")
-        if status is not None and step:
-            status.update(f"building {tag}: {line[:100]}")
-        console.stderr.print(Text(line, style="bold" if step else "dim"), soft_wrap=True)
-
-    try:
-        with contextlib.ExitStack() as stack:
-            if not quiet:
-                status = stack.enter_context(console.stderr.status(f"building {tag} ...", spinner="dots"))
-            image_id = containers.build_image(
-                context,
-                tag=tag,
-                dockerfile=dockerfile,
-                build_args=args,
-                on_line=None if quiet else on_line,
-                pull=pull,
-                no_cache=no_cache,
-            )
-    except containers.ImageBuildError as exc:
-        if quiet:
-            raise
-        raise containers.ImageBuildError(exc.summary, step=exc.step) from exc  # its lines are on screen
-    console.info(f"built {tag}")
-    console.stdout.out(image_id)
 
 
 # ------------------------------------------------------------------ run
@@ -230,47 +160,6 @@ def run(
             raise containers.ContainerFailed(exc.summary) from exc
     console.info(f"{name} ({image}) is ready")
     console.stdout.out(url)
-
-
-# ------------------------------------------------------------------ status
-@app.command("status")
-def status(as_json: JsonOpt = False) -> None:
-    """Our containers and swarm services: state, health, ports, image, replicas."""
-    from .. import containers
-
-    found = containers.list_managed()
-    services = containers.list_services()
-    if as_json:
-        body = {"containers": [c.to_dict() for c in found], "services": [s.to_dict() for s in services]}
-        console.stdout.out(json.dumps(body, indent=2))
-        return
-    if not found and not services:
-        console.info("no twi-asr containers or services (start one: `twi-asr docker run`)")
-        return
-    from rich.table import Table
-
-    if found:
-        table = Table(title="twi-asr containers")
-        for col in ("name", "status", "health", "url", "image", "id"):
-            table.add_column(col, overflow="fold", no_wrap=col in ("name", "url"))
-        for c in found:
-            table.add_row(c.name, c.status, c.health, c.url or "-", c.image, c.id)
-        console.stdout.print(table)
-    if services:
-        table = Table(title="twi-asr swarm services")
-        for col in ("name", "replicas (running/wanted)", "publish", "url", "image", "update", "errors"):
-            table.add_column(col, overflow="fold", no_wrap=col in ("name", "url"))
-        for s in services:
-            table.add_row(
-                s.name,
-                f"{s.running}/{s.replicas}",
-                s.publish_mode,
-                "\n".join(s.urls) or "-",
-                s.image,
-                s.update_state or "-",
-                "; ".join(s.errors) or "-",
-            )
-        console.stdout.print(table)
 
 
 # ------------------------------------------------------------------ logs

@@ -11,8 +11,12 @@ no swarm. A docker-py traceback never reaches the user.
 
 The parts, each with one job: :mod:`.common` (tags, port, labels),
 :mod:`.errors` (the engine's errors mapped, the client), :mod:`.images`
-(build), :mod:`.run` (one server container), :mod:`.swarm` (a service of
-replicas), :mod:`.manage` (logs, stop, health of either by name).
+(build, relabel, read files back), :mod:`.labels` (the provenance labels),
+:mod:`.context` (a context tar with a model folder), :mod:`.stamping`
+(``twi-asr docker build``), :mod:`.verify` (an image against its lock and
+labels), :mod:`.builds` (each container's build: labels and live),
+:mod:`.run` (one server container), :mod:`.swarm` (a service of replicas),
+:mod:`.manage` (logs, stop, health of either by name).
 ``docker`` (the ``docker`` extra) and ``httpx`` are imported inside the
 functions, so importing this package is cheap.
 """
@@ -22,7 +26,7 @@ from __future__ import annotations
 from .common import CONTAINER_PORT, CPU_IMAGE, DEFAULT_NAME, GPU_IMAGE, MANAGED_LABEL
 from .common import SERVICE_LABEL as SERVICE_LABEL  # not in __all__, as before
 from .errors import ContainerFailed, ImageBuildError, client, map_docker_error
-from .images import build_image
+from .images import build_image, image_labels
 from .manage import health, logs, stop
 from .run import (
     ContainerInfo,
@@ -34,6 +38,7 @@ from .run import (
     wait_ready,
 )
 from .run import server_env as server_env  # not in __all__, as before
+from .stamping import BuildResult, build_server_image
 from .swarm import (
     PUBLISH_MODES,
     ServiceInfo,
@@ -43,6 +48,7 @@ from .swarm import (
     wait_replicas,
     wait_service_ready,
 )
+from .verify import Report, verify_image
 
 __all__ = [
     "CONTAINER_PORT",
@@ -51,14 +57,18 @@ __all__ = [
     "GPU_IMAGE",
     "MANAGED_LABEL",
     "PUBLISH_MODES",
+    "BuildResult",
     "ContainerFailed",
     "ContainerInfo",
     "ImageBuildError",
+    "Report",
     "ServiceInfo",
     "build_image",
+    "build_server_image",
     "client",
     "container_url",
     "health",
+    "image_labels",
     "list_managed",
     "list_services",
     "logs",
@@ -69,6 +79,7 @@ __all__ = [
     "scale",
     "serving_container",
     "stop",
+    "verify_image",
     "wait_ready",
     "wait_replicas",
     "wait_service_ready",
