@@ -21,8 +21,8 @@ from .test_containers import FakeClient, FakeContainer, api_error, install_fake,
 
 
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> FakeClient:
-    return install_fake(monkeypatch)
+def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeClient:
+    return install_fake(monkeypatch, tmp_path)
 
 
 @pytest.fixture
@@ -169,9 +169,43 @@ def test_run_waits_and_prints_the_url(
     image, kwargs = fake.containers.created[0]
     assert image == "twi-asr:cpu" and kwargs["name"] == "asr"
     assert kwargs["environment"]["TWI_ASR_MODEL"] == "tiny.en"
-    assert kwargs["environment"]["TWI_ASR_API_KEY"] == "s3cret"
+    assert kwargs["environment"]["TWI_ASR_API_KEY_FILE"] == "/run/secrets/twi_asr_api_key"
+    assert "s3cret" not in repr(kwargs)  # the key is a mounted file, not a variable
     assert kwargs["environment"]["TWI_ASR_LOG_JSON"] == "1"
     assert kwargs["labels"] == {"twi-asr.managed": "true"}
+    assert kwargs["read_only"] is True and kwargs["cap_drop"] == ["ALL"] and kwargs["user"] == "10001:10001"
+    assert (kwargs["mem_limit"], kwargs["nano_cpus"]) == (4 * 1024**3, 2_000_000_000)
+
+
+def test_run_memory_and_cpus_and_the_key_from_the_environment(
+    fake: FakeClient, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TWI_ASR_API_KEY", "from-env")
+    assert main(["docker", "run", "--no-wait", "--memory", "1.5g", "--cpus", "0.5"]) == 0
+    _, kwargs = fake.containers.created[0]
+    assert (kwargs["mem_limit"], kwargs["nano_cpus"]) == (1536 * 1024**2, 500_000_000)
+    assert "from-env" not in repr(kwargs)
+    assert kwargs["environment"]["TWI_ASR_API_KEY_FILE"] == "/run/secrets/twi_asr_api_key"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--memory", "lots"], "--memory 'lots': expected a size such as 512m, 4g or 1.5g"),
+        (["--memory", "1k"], "--memory '1k': at least 6m"),
+        (["--cpus", "two"], "--cpus 'two': expected a number of CPUs"),
+        (["--cpus", "0"], "--cpus '0': expected at least 0.01"),
+        (["--cpus", "64"], "--cpus 64: this Docker engine has 8 CPUs"),
+    ],
+)
+def test_run_and_scale_bad_limits_are_one_line_usage_errors(
+    fake: FakeClient, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert main(["docker", "run", *args]) == 2
+    assert message in _one_error_line(capsys.readouterr().err)
+    assert main(["docker", "scale", "2", "--init-swarm", *args]) == 2
+    assert message in _one_error_line(capsys.readouterr().err)
+    assert fake.containers.created == [] and fake.services.created == [] and fake.swarm.init_calls == []
 
 
 def test_run_gpu_picks_the_cuda_image(fake: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
@@ -278,6 +312,8 @@ def test_scale_init_then_update(
     body = json.loads(capsys.readouterr().out)
     assert body["replicas"] == 3 and body["running"] == 3 and body["url"] == "http://127.0.0.1:8001"
     assert fake.swarm.init_calls == [{"advertise_addr": "127.0.0.1"}]
+    _, kwargs = fake.services.created[0]
+    assert kwargs["read_only"] is True and kwargs["resources"]["Limits"]["MemoryBytes"] == 4 * 1024**3
     assert main(["docker", "scale", "4", "--update-image", "twi-asr:v2", "--timeout", "0"]) == 0
     service = fake.services.items["twi-asr"]
     assert service.updates[-1]["image"] == "twi-asr:v2" and service.updates[-1]["mode"].replicas == 4
