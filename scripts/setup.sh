@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up twi-asr for development in the *current* Python environment (activate a venv first):
-# system tools (ffmpeg, espeak-ng, sox, libsndfile), the CPU build of torch, and the package with
-# every extra. Safe to rerun. TWI_ASR_SKIP_APT=1 skips the system packages; TORCH_SPEC picks torch.
+# system tools (ffmpeg, espeak-ng, sox, libsndfile), then exactly the packages of locks/dev.txt
+# (every extra + the CPU build of torch, hash-checked, nothing resolved: the versions CI tests and
+# the images ship; bash scripts/lock.sh regenerates the lock), then this checkout, editable.
+# Safe to rerun. TWI_ASR_SKIP_APT=1 skips the system packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,7 +28,9 @@ PY="${PYTHON:-python3}"
 if [[ -z "${VIRTUAL_ENV:-}" && -z "${CI:-}" ]]; then
   echo "setup: warning: no virtualenv is active; installing into $($PY -c 'import sys; print(sys.prefix)')" >&2
 fi
-# torch first and pinned: 2.13.0 is a CPU build here; a bare "torch" would pull a multi-GB CUDA build.
-"$PY" -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
-"$PY" -m pip install -q -e '.[all,dev]'
+# The lock's torch is 2.13.0+cpu: pip finds it in /opt/wheels here (pip.conf find-links), else pass
+# PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu. --no-deps: the lock is the whole set.
+"$PY" -m pip install -q --no-deps --require-hashes -r locks/dev.txt
+"$PY" -m pip install -q --no-deps --no-build-isolation -e .
+"$PY" -m pip check >&2
 echo "setup: done ($("$PY" -m twi_asr --version))" >&2

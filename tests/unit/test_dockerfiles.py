@@ -65,6 +65,19 @@ def env_of(instructions: list[tuple[str, str]]) -> dict[str, str]:
     return env
 
 
+def stages(instructions: list[tuple[str, str]]) -> dict[str, list[tuple[str, str]]]:
+    """The instructions of each stage by name (`FROM x AS name`); the last, unnamed one is "final"."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] | None = None
+    for kw, args in instructions:
+        if kw == "FROM":
+            _, _, name = args.partition(" AS ")
+            current = out.setdefault(name.strip() or "final", [])
+        if current is not None:
+            current.append((kw, args))
+    return out
+
+
 @pytest.fixture(scope="module", params=sorted(DOCKERFILES))
 def dockerfile(request: pytest.FixtureRequest) -> list[tuple[str, str]]:
     return parse_dockerfile(DOCKERFILES[request.param])
@@ -73,7 +86,9 @@ def dockerfile(request: pytest.FixtureRequest) -> list[tuple[str, str]]:
 def test_base_image_is_an_argument_with_a_public_default(dockerfile: list[tuple[str, str]]) -> None:
     assert dockerfile[0][0] == "ARG" and dockerfile[0][1].startswith("BASE_IMAGE=")
     assert dockerfile[0][1].split("=", 1)[1], "BASE_IMAGE needs a public default"
-    assert only(dockerfile, "FROM") == "${BASE_IMAGE}"
+    froms = [args for kw, args in dockerfile if kw == "FROM"]
+    # runtime from the base; convert and the final image from runtime, so both share its layers
+    assert froms == ["${BASE_IMAGE} AS runtime", "runtime AS convert", "runtime"]
 
 
 def test_runtime_contract(dockerfile: list[tuple[str, str]]) -> None:
@@ -87,6 +102,18 @@ def test_runtime_contract(dockerfile: list[tuple[str, str]]) -> None:
     assert env["HF_HOME"] == "/models/hf"
     assert env["PIP_NO_CACHE_DIR"] == "1"
     assert env["PATH"].startswith("/opt/venv/bin:")
+    assert env["TWI_ASR_LOCK_FILE"] == "/opt/twi-asr/requirements.lock"
+
+
+def test_nothing_writes_outside_tmp_and_models_at_run_time(dockerfile: list[tuple[str, str]]) -> None:
+    """Read-only root fs: bytecode off, home and caches in /tmp (a tmpfs), downloads in /models."""
+    env = env_of(dockerfile)
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+    assert env["HOME"] == env["TMPDIR"] == "/tmp"
+    assert env["XDG_CACHE_HOME"].startswith("/tmp/")
+    assert env["HF_HOME"].startswith("/models/") and env["TWI_ASR_CACHE_DIR"] == "/models"
+    useradd = next(args for kw, args in dockerfile if kw == "RUN" and "useradd" in args)
+    assert "--home-dir /tmp" in useradd and "--create-home" not in useradd
 
 
 def test_healthcheck_polls_ready_with_the_standard_library(dockerfile: list[tuple[str, str]]) -> None:
@@ -106,53 +133,71 @@ def test_non_root_numeric_user_before_the_entrypoint(dockerfile: list[tuple[str,
     assert gid.isdigit() and int(gid) != 0
     assert index_of(dockerfile, "USER", ".") < index_of(dockerfile, "ENTRYPOINT", ".")
     assert f"--uid {uid}" in only([(kw, a) for kw, a in dockerfile if kw == "RUN" and "useradd" in a], "RUN")
+    # the user is set in the final image (the build stages run as root), and nothing runs after it
+    final = stages(dockerfile)["final"]
+    assert ("USER", user) in final
+    assert not [kw for kw, _ in final[final.index(("USER", user)) :] if kw in ("RUN", "COPY", "ADD")]
 
 
 def test_dependencies_are_a_layer_before_the_source(dockerfile: list[tuple[str, str]]) -> None:
-    copy_project = index_of(dockerfile, "COPY", r"^pyproject\.toml ")
-    deps = index_of(dockerfile, "RUN", r"pip install .*\"\.\[\$extras\]\"")
-    copy_src = index_of(dockerfile, "COPY", r"^src ")
-    source_install = index_of(dockerfile, "RUN", r"pip install --no-deps .* \.")
-    assert copy_project < deps < copy_src < source_install
+    runtime = stages(dockerfile)["runtime"]
+    copy_lock = index_of(runtime, "COPY", r"^locks/")
+    deps = index_of(
+        runtime, "RUN", r"pip install --no-deps --require-hashes .*-r /opt/twi-asr/requirements\.lock"
+    )
+    copy_project = index_of(runtime, "COPY", r"^pyproject\.toml ")
+    copy_src = index_of(runtime, "COPY", r"^src ")
+    source_install = index_of(runtime, "RUN", r"pip install --no-deps --no-build-isolation \.")
+    assert copy_lock < deps < copy_project < copy_src < source_install
     # Nothing from the source tree reaches the image before the dependency layer.
-    assert all(kw != "COPY" or i == copy_project for i, (kw, _) in enumerate(dockerfile[:deps]))
+    assert all(kw != "COPY" or i == copy_lock for i, (kw, _) in enumerate(runtime[:deps]))
+    assert "pip check" in runtime[source_install][1] and "twi-asr --version" in runtime[source_install][1]
 
 
-def test_model_is_baked_only_when_asked(dockerfile: list[tuple[str, str]]) -> None:
-    assert ("ARG", "MODEL=") in dockerfile
-    bake = index_of(dockerfile, "RUN", r'twi-asr models path "\$MODEL"')
-    assert 'if [ -n "$MODEL" ]' in dockerfile[bake][1]
-    assert env_of(dockerfile)["TWI_ASR_MODEL"].startswith("${MODEL")
-    assert index_of(dockerfile, "COPY", r"^src ") < bake
+def test_model_is_baked_in_the_convert_stage_only_when_asked(dockerfile: list[tuple[str, str]]) -> None:
+    parts = stages(dockerfile)
+    convert, final = parts["convert"], parts["final"]
+    assert ("COPY", "docker/model-context/ /build/model-context/") in convert
+    assert ("ARG", "MODEL=") in convert
+    bake = convert[index_of(convert, "RUN", r'twi-asr models bake "\$MODEL" /opt/model')][1]
+    assert 'if [ -n "$MODEL" ]' in bake and "mkdir -p /opt/model" in bake
+    assert index_of(convert, "COPY", "model-context") < index_of(convert, "ARG", "^MODEL=")
+    assert not any("models bake" in args for kw, args in parts["runtime"] + final)
+    # The final image takes the baked folder and nothing else from the convert stage.
+    assert [args for kw, args in final if kw in ("COPY", "ADD", "RUN")] == [
+        "--from=convert /opt/model /opt/model"
+    ]
+    assert ("ARG", "MODEL=") in final and ("ARG", "MODEL_DIR=${MODEL:+/opt/model}") in final
+    assert env_of(final)["TWI_ASR_MODEL"] == "${MODEL_DIR:-twi}"
 
 
-def _extras(instructions: list[tuple[str, str]]) -> tuple[str, str]:
-    deps = instructions[index_of(instructions, "RUN", r"extras=")][1]
-    base = re.search(r'extras="([^"$]+)"', deps)
-    added = re.search(r'all\) extras="\$extras,([^"]+)"', deps)
-    assert base and added
-    return base.group(1), added.group(1)
+def test_provenance_args_come_last(dockerfile: list[tuple[str, str]]) -> None:
+    """GIT_COMMIT, BUILD_CREATED and SOURCE_URL are declared after every layer: they invalidate none."""
+    final = stages(dockerfile)["final"]
+    env = env_of(final)
+    for arg, var in (
+        ("GIT_COMMIT", "TWI_ASR_BUILD_COMMIT"),
+        ("BUILD_CREATED", "TWI_ASR_BUILD_CREATED"),
+        ("SOURCE_URL", "TWI_ASR_BUILD_SOURCE"),
+    ):
+        declared = final.index(("ARG", f"{arg}="))
+        assert env[var] == "${" + arg + "}"
+        assert not [kw for kw, _ in final[declared:] if kw in ("RUN", "COPY", "ADD")], arg
+        assert not any(a.startswith(f"{arg}=") for kw, a in dockerfile[: len(dockerfile) - len(final)])
 
 
 def test_both_images_install_the_same_package() -> None:
     cpu, cuda = (parse_dockerfile(DOCKERFILES[k]) for k in ("cpu", "cuda"))
-    assert _extras(cpu) == _extras(cuda) == ("server,ct2,models,s3", "transformers")
     assert only(cpu, "USER") == only(cuda, "USER")
     for key in ("ENTRYPOINT", "CMD", "EXPOSE", "USER"):
         assert only(cpu, key) == only(cuda, key)
     assert only(cpu, "HEALTHCHECK").partition("CMD ")[2] == only(cuda, "HEALTHCHECK").partition("CMD ")[2]
     assert ("ARG", "ENGINES=ct2") in cpu, "the CPU image is torch-free by default"
-    assert ("ARG", "ENGINES=all") in cuda
-
-
-def test_the_extras_exist_in_pyproject() -> None:
-    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from 3.11")
-    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
-        "optional-dependencies"
-    ]
-    base, added = _extras(parse_dockerfile(DOCKERFILES["cpu"]))
-    for name in [*base.split(","), *added.split(",")]:
-        assert name in extras, f"Dockerfile installs the extra {name!r}, which pyproject.toml lacks"
+    # the same convert stage and final stage (only the GPU image's start period is longer)
+    assert stages(cpu)["convert"] == stages(cuda)["convert"]
+    final_cpu, final_cuda = ([i for i in stages(df)["final"] if i[0] != "HEALTHCHECK"] for df in (cpu, cuda))
+    assert final_cpu == final_cuda
+    # which lock each image installs and that the lock holds the extras: tests/unit/test_locks.py
 
 
 def test_no_system_build_tools_are_installed() -> None:
@@ -207,7 +252,16 @@ def test_dockerignore_keeps_the_build_inputs_and_drops_the_rest() -> None:
         for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
-    for needed in ("pyproject.toml", "README.md", "src/twi_asr/__init__.py", "src/twi_asr/py.typed"):
+    for needed in (
+        "pyproject.toml",
+        "README.md",
+        "src/twi_asr/__init__.py",
+        "src/twi_asr/py.typed",
+        "locks/cpu.txt",
+        "locks/backend.txt",
+        "docker/model-context/README.md",
+        "docker/model-context/model.safetensors",
+    ):
         assert not dockerignored(needed, patterns), needed
     for dropped in (
         ".git/HEAD",
@@ -219,6 +273,9 @@ def test_dockerignore_keeps_the_build_inputs_and_drops_the_rest() -> None:
         "src/twi_asr.egg-info/PKG-INFO",
         "examples/hello.wav",
         ".ci/run",
+        "docker/compose.yaml",
+        "docker/k8s/deployment.yaml",
+        "locks/build.in",
     ):
         assert dockerignored(dropped, patterns), dropped
     # Whatever the Dockerfiles COPY from the context must survive the ignore file.
@@ -352,11 +409,15 @@ def test_backend_image_installs_the_backend_extra_without_torch(
     backend_dockerfile: list[tuple[str, str]],
 ) -> None:
     df = backend_dockerfile
+    copy_lock = index_of(df, "COPY", r"^locks/backend\.txt /opt/twi-asr/requirements\.lock$")
+    deps = index_of(df, "RUN", r"pip install --no-deps --require-hashes -r /opt/twi-asr/requirements\.lock")
     copy_project = index_of(df, "COPY", r"^pyproject\.toml ")
-    deps = index_of(df, "RUN", r'pip install .*"\.\[backend\]"')
     copy_src = index_of(df, "COPY", r"^src ")
-    source_install = index_of(df, "RUN", r"pip install --no-deps .* \.")
-    assert copy_project < deps < copy_src < source_install
+    source_install = index_of(df, "RUN", r"pip install --no-deps --no-build-isolation \.")
+    assert copy_lock < deps < copy_project < copy_src < source_install
+    assert all(kw != "COPY" or i == copy_lock for i, (kw, _) in enumerate(df[:deps]))
+    assert env_of(df)["TWI_ASR_LOCK_FILE"] == "/opt/twi-asr/requirements.lock"
+    assert env_of(df)["HOME"] == "/tmp"
     assert "import torch" in df[source_install][1] and "import ctranslate2" in df[source_install][1]
     for kw, args in df:
         if kw == "RUN":
