@@ -88,9 +88,34 @@ def convert_hf_to_ct2(
         from .hf_to_ct2 import convert_torch_free
 
         convert_torch_free(src, out, quantization=quantization, copy_files=copy)
+    _write_preprocessor_config(src, out)
     if detect_format(out) != "ctranslate2":  # pragma: no cover - both converters write model.bin
         raise ModelNotFoundError(f"conversion wrote no usable CTranslate2 model to {out}")
     return out
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_preprocessor_config(src: Path, out: Path) -> None:
+    """faster-whisper reads the mel settings from preprocessor_config.json (80 mels without it).
+
+    transformers 5 saves them inside processor_config.json instead; a 128-mel model (large-v3)
+    would then load with 80. Write the file from there, or from config.json's ``num_mel_bins``.
+    """
+    if (out / "preprocessor_config.json").is_file():
+        return
+    features = _json_object(src / "processor_config.json").get("feature_extractor")
+    if not isinstance(features, dict):
+        mels = _json_object(src / "config.json").get("num_mel_bins", 80)
+        features = {"feature_size": mels} if mels != 80 else None
+    if isinstance(features, dict):
+        (out / "preprocessor_config.json").write_text(json.dumps(features, indent=2) + "\n", encoding="utf-8")
 
 
 def _convert_official(src: Path, out: Path, quantization: str, copy: list[str]) -> None:

@@ -246,7 +246,10 @@ def convert_torch_free(src: Path, out: Path, *, quantization: str, copy_files: l
 
         def _load(self) -> Any:
             tokenizer = _Tokenizer(self.tokenizer_json, _read_json(src / "tokenizer_config.json"))
-            spec = _loader()(_model(src, config), tokenizer)
+            try:
+                spec = _loader()(_model(src, config), tokenizer)
+            except AttributeError as exc:  # a weight the Whisper layout needs is not in the files
+                raise ModelNotFoundError(f"{src}: incomplete Whisper weights ({exc})") from exc
             for name in copy_files:
                 spec.register_file(str(src / name))
             if "tokenizer.json" not in copy_files:

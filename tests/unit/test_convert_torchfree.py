@@ -234,6 +234,32 @@ def test_lang_ids_from_a_legacy_tokenizer_config(tiny_hf: Path, tmp_path: Path) 
     }
 
 
+def test_mel_settings_reach_faster_whisper(tiny_hf: Path, tmp_path: Path) -> None:
+    """transformers 5 keeps them in processor_config.json; faster-whisper reads preprocessor_config.json."""
+    out = convert_hf_to_ct2(tiny_hf, tmp_path / "out", converter="torch-free")
+    features = json.loads((tiny_hf / "processor_config.json").read_text())["feature_extractor"]
+    assert json.loads((out / "preprocessor_config.json").read_text()) == features
+    src = _copy(tiny_hf, tmp_path / "src")
+    (src / "processor_config.json").unlink()
+    _edit_json(src / "config.json", num_mel_bins=128)
+    from twi_asr.convert import _write_preprocessor_config
+
+    _write_preprocessor_config(src, src)
+    assert json.loads((src / "preprocessor_config.json").read_text()) == {"feature_size": 128}
+
+
+def test_incomplete_weights_are_a_clear_error(tiny_hf: Path, tmp_path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    from twi_asr.errors import ModelNotFoundError
+
+    src = _copy(tiny_hf, tmp_path / "src")
+    state = read_safetensors(src)
+    save_file({k: v for k, v in state.items() if "fc2" not in k}, str(src / "model.safetensors"))
+    with pytest.raises(ModelNotFoundError, match="incomplete Whisper weights"):
+        convert_torch_free(src, tmp_path / "out", quantization="int8", copy_files=SIDE)
+
+
 # ------------------------------------------------------------------ what cannot be done without torch
 def test_pytorch_model_bin_only_is_one_line_naming_the_fix(tiny_hf: Path, tmp_path: Path) -> None:
     src = _copy(tiny_hf, tmp_path / "src")
