@@ -128,7 +128,7 @@ def build(
 def _shown(field: str, value: str | None) -> str:
     from ..containers.labels import short
 
-    return (value or "-") if field in ("version", "created") else short(value)
+    return (value or "-") if field in ("version", "created", "weights_hash") else short(value)
 
 
 def _build_table(rows: list[Provenance]) -> Any:
