@@ -34,31 +34,51 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
 
-# What jobs.validate_options and validate_webhook accept; every other field is refused (400 unknown_field).
-_OPTIONS = {
+# What validate_options and validate_webhook accept; every other field is refused (400 unknown_field).
+# An empty text (or a JSON null) leaves an option at its default.
+_EMPTY = {"type": "string", "maxLength": 0}
+_OPTIONS: dict[str, dict[str, Any]] = {
     "language": STR | {"maxLength": 20},
     "prompt": STR | {"maxLength": 4000},
     "word_timestamps": BOOL,
-    "task": {"type": "string", "enum": ["transcribe", "translate"]},
+    "task": {"type": "string", "enum": ["", "transcribe", "translate"]},
     "beam_size": INT | {"minimum": 1, "maximum": 20},
-    "webhook_url": STR | {"maxLength": 2000, "pattern": r"^https?://\S*$"},
+    "webhook_url": {"anyOf": [STR | {"maxLength": 2000, "pattern": r"^https?://\S+$"}, _EMPTY]},
+}
+# A form is text: its numbers and flags arrive as words ("7", "on" from a checkbox, "").
+_FORM_OPTIONS = _OPTIONS | {
+    "word_timestamps": {"anyOf": [BOOL, {"enum": ["", "1", "0", "true", "false", "yes", "no", "on", "off"]}]},
+    "beam_size": {"anyOf": [_OPTIONS["beam_size"], _EMPTY]},
 }
 _IGNORED = {"model": STR, "response_format": STR}  # OpenAI-style fields a form may carry; not used
 JOB_BODY = body_doc(
     {
         "multipart/form-data": object_schema(
-            {"file": FILE, **_OPTIONS, **_IGNORED}, required=("file",), closed=True
+            {"file": FILE, **_FORM_OPTIONS, **_IGNORED}, required=("file",), closed=True
         ),
-        "application/json": object_schema(  # null (or nothing) leaves an option at its default
-            {
-                "upload_id": STR,
-                "s3_uri": STR,
-                **{k: {"anyOf": [v, {"type": "null"}]} for k, v in _OPTIONS.items()},
-            },
+        "application/json": object_schema(
+            {"upload_id": STR, "s3_uri": STR}
+            | {k: {"anyOf": [v, {"type": "null"}]} for k, v in _OPTIONS.items()},
             closed=True,
         ),
     }
 )
+
+
+def _check_json_types(body: dict[str, Any]) -> None:
+    """JSON values of the documented types: a form's words ("true", "7") are for forms only."""
+    for key, value in body.items():
+        if value is None:
+            continue
+        if key == "word_timestamps":
+            ok, want = isinstance(value, bool), "true or false"
+        elif key == "beam_size":
+            whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+            ok, want = whole and not isinstance(value, bool), "a whole number"
+        else:
+            ok, want = isinstance(value, str), "text"
+        if not ok:
+            raise InvalidInput(f"{key} must be {want}", param=key)
 
 
 def _request(
@@ -135,6 +155,7 @@ async def submit(
             raise InvalidInput(
                 f"unknown field {sorted(unknown)[0]!r}", code="unknown_field", param=sorted(unknown)[0]
             )
+        _check_json_types(body)
         req = _request(body, idempotency_key)
         if isinstance(body.get("upload_id"), str):
             job, created = await run_in_threadpool(
