@@ -62,9 +62,11 @@ WORKDIR /app
 #   faster-whisper, int8 on CPU, no torch (the CPU torch wheel alone is ~750 MB installed, + ~130 MB
 #   transformers; CTranslate2 int8 is also the faster CPU engine, see README "Measured here").
 # ENGINES=all: locks/cpu-all.txt = + [transformers] with torch==2.13.0+cpu, for --engine transformers.
-#   That torch is not on PyPI: it comes from TORCH_INDEX, PyTorch's CPU wheel index by default. Not
-#   buildable where that index is unreachable (this project's CI: only PyPI is); there
-#   --build-arg PIP_FIND_LINKS=<folder in the image with the wheel> would be the way.
+#   That torch is not on PyPI: it comes from TORCH_INDEX, PyTorch's CPU wheel index by default
+#   (untested here: that index is unreachable from this project's machines). Any index that serves
+#   the wheel works, since the lock's hash decides; checked with a loopback one:
+#     mkdir -p idx/torch && cp torch-2.13.0+cpu-*.whl idx/torch/ && python3 -m http.server -d idx 8765 &
+#     docker build --network host --build-arg ENGINES=all --build-arg TORCH_INDEX=http://127.0.0.1:8765/ .
 ARG ENGINES=ct2
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 
