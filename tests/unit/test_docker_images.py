@@ -95,6 +95,14 @@ def repo(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def _wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tables as a terminal shows them, not folded into pytest's 80 columns."""
+    import twi_asr.console
+
+    monkeypatch.setattr(twi_asr.console.stdout, "width", 200)
+
+
 # ------------------------------------------------------------------ labels
 def test_stamp_has_the_commit_lock_hash_and_matching_build_args(repo: Path) -> None:
     stamp = L.make_stamp(repo, "Dockerfile", {}, source="https://user:tok@git.example.org/twi/asr.git")
@@ -541,7 +549,7 @@ def test_verify_a_faithful_image(
         ("extra", "packages = lock", "extra: leftpad==1.0"),
         ("blank label", f"label {L.SOURCE}", "missing or empty"),
         ("lock edited", "lock sha256 = label", L.IMAGE_LOCK),
-        ("other --lock", "lock = --lock", "lock = --lock"),
+        ("other --lock", "lock = --lock", "other.txt"),
         ("version", "twi-asr version", "installed 9.9.9"),
     ],
 )
@@ -623,11 +631,8 @@ def test_from_health_and_labels_of_an_unknown_build() -> None:
 
 
 def test_status_shows_each_containers_build_and_flags_a_mismatch(
-    engine: FakeEngine, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    engine: FakeEngine, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import twi_asr.console
-
-    monkeypatch.setattr(twi_asr.console.stdout, "width", 200)  # a terminal, not pytest's 80 columns
     _good_image(engine)
     c = FakeContainer(engine, "sha256:good", {"name": "twi-asr"})
     c.status = "running"

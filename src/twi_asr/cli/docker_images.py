@@ -231,8 +231,9 @@ def verify(
         from rich.table import Table
 
         table = Table(title=f"docker verify {image} ({report.image_id[:19]})")
-        for col in ("check", "", "detail"):
-            table.add_column(col, overflow="fold")
+        table.add_column("check", no_wrap=True)
+        table.add_column("")
+        table.add_column("detail", overflow="fold")
         for c in report.checks:
             mark = "[green]ok[/green]" if c.ok else "[red]DRIFT[/red]"
             table.add_row(escape(c.name), mark, escape(c.detail))

@@ -318,7 +318,8 @@ def verify_image(
         data = base64.b64decode(encoded)
         sha = hashlib.sha256(data).hexdigest()
         label_sha = str(labels.get(L.LOCK_SHA256) or "")
-        checks.append(Check("lock sha256 = label", sha == label_sha, f"{L.IMAGE_LOCK} {sha[:12]}"))
+        detail = f"{L.IMAGE_LOCK} {sha[:12]}, label {label_sha[:12] or '-'}"
+        checks.append(Check("lock sha256 = label", sha == label_sha, detail))
         if expected is not None:
             same = data == expected
             detail = f"{lock} {hashlib.sha256(expected).hexdigest()[:12]}"
@@ -327,8 +328,10 @@ def verify_image(
         drift = compare(parsed, dists, probe.get("env") or {})
         for problem in parsed.problems:
             checks.append(Check("lock line", False, problem))
-        count = f"{len(parsed.pins)} pins, {len(dists)} installed"
-        checks.append(
-            Check("packages = lock", drift.clean, count if drift.clean else "; ".join(drift.lines()))
-        )
+        detail = f"{len(parsed.pins)} pins, {len(dists)} installed"
+        if not drift.clean:
+            kinds = ("missing", "extra", "different", "twice")
+            counts = ", ".join(f"{len(getattr(drift, k))} {k}" for k in kinds)
+            detail = f"{counts}: {'; '.join(drift.lines())}"
+        checks.append(Check("packages = lock", drift.clean, detail))
     return Report(image=image, image_id=image_id, labels=labels, checks=checks, drift=drift)
