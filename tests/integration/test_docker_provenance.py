@@ -99,8 +99,7 @@ def _build(tag: str, model: str, base: str) -> dict[str, Any]:
 def ct2_image(engine: Any, base: str) -> dict[str, Any]:
     """The ct2 image with tiny.en baked in, as test_docker_real.py builds it (layers shared)."""
     built = _build(ASR_IMAGE, "tiny.en", base)
-    image = engine.images.get(ASR_IMAGE)
-    assert image.id == built["id"]
+    image = engine.images.get(built["id"])  # by id: a parallel run may move the shared tag
     print(f"{ASR_IMAGE}: built in {built['seconds']:.0f} s, {image.attrs['Size'] / 1e6:.0f} MB")
     return {**built, "labels": dict(image.attrs["Config"]["Labels"]), "env": image.attrs["Config"]["Env"]}
 
@@ -123,12 +122,13 @@ def test_the_image_is_labelled_with_its_commit_lock_and_weights(ct2_image: dict[
 
 def test_verify_a_fresh_image_agrees_with_its_lock_and_labels(ct2_image: dict[str, Any]) -> None:
     t0 = time.monotonic()
-    out = _ok(_cli("docker", "verify", ASR_IMAGE, "--lock", str(REPO / "locks" / "cpu.txt")))
+    image = ct2_image["id"]
+    out = _ok(_cli("docker", "verify", image, "--lock", str(REPO / "locks" / "cpu.txt")))
     print(f"docker verify: {time.monotonic() - t0:.1f} s")
     assert "DRIFT" not in out and "packages = lock" in out
-    report = json.loads(_ok(_cli("docker", "verify", ASR_IMAGE, "--json")))
+    report = json.loads(_ok(_cli("docker", "verify", image, "--json")))
     assert report["ok"] is True and report["image_id"] == ct2_image["id"]
-    other = _cli("docker", "verify", ASR_IMAGE, "--lock", str(REPO / "locks" / "backend.txt"))
+    other = _cli("docker", "verify", image, "--lock", str(REPO / "locks" / "backend.txt"))
     assert other.returncode == 1 and "lock = --lock" in other.stderr
 
 
@@ -174,7 +174,7 @@ def test_a_running_container_reports_its_labels_and_status_shows_them(ct2_image:
     name = f"{PREFIX}-run"
     labels = ct2_image["labels"]
     try:
-        url = _run_server(ASR_IMAGE, name)
+        url = _run_server(ct2_image["id"], name)
         health = httpx.get(f"{url}/health", timeout=10).json()
         build = health["build"]
         assert build["commit"] == labels[L.REVISION] and build["created"] == labels[L.CREATED]
@@ -201,22 +201,22 @@ def test_a_local_transformers_checkpoint_is_baked_into_the_torch_free_image(
 ) -> None:
     assert (tiny_en_hf / "config.json").is_file() and not (tiny_en_hf / "model.bin").exists()
     built = _build(HF_IMAGE, str(tiny_en_hf), base)
-    image = engine.images.get(HF_IMAGE)
+    image = engine.images.get(built["id"])
     labels = image.attrs["Config"]["Labels"]
     print(f"{HF_IMAGE}: built in {built['seconds']:.0f} s, {image.attrs['Size'] / 1e6:.0f} MB")
     assert labels[L.MODEL_SOURCE] == f"local:{tiny_en_hf.name}"
     assert labels[L.WEIGHTS_HASH] not in ("", "none")
     assert "TWI_ASR_MODEL=/opt/model" in image.attrs["Config"]["Env"]
-    code, out = run_once(engine, HF_IMAGE, ["-c", "import torch"], entrypoint="python")
+    code, out = run_once(engine, image.id, ["-c", "import torch"], entrypoint="python")
     assert code != 0 and "No module named 'torch'" in out  # torch stayed in no stage of the image
     listing = ["-c", "import os; print(sorted(os.listdir('/opt/model')))"]
-    code, out = run_once(engine, HF_IMAGE, listing, entrypoint="python")
+    code, out = run_once(engine, image.id, listing, entrypoint="python")
     assert code == 0 and "model.bin" in out and "tokenizer.json" in out, out
     assert "model.safetensors" not in out  # only the converted folder reached the final stage
-    _ok(_cli("docker", "verify", HF_IMAGE))
+    _ok(_cli("docker", "verify", image.id))
     name = f"{PREFIX}-hf"
     try:
-        url = _run_server(HF_IMAGE, name)
+        url = _run_server(image.id, name)
         with HELLO.open("rb") as fh:
             r = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("hello.wav", fh)}, timeout=120)
         assert r.status_code == 200, r.text
