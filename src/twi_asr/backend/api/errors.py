@@ -84,8 +84,28 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _without_fastapi_422(app: FastAPI) -> None:
+    """FastAPI documents a 422 ``HTTPValidationError`` on every route with parameters, but invalid
+    parameters get the one error body with 400 here (below): drop those 422s from the schema."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for operation in (op for ops in schema.get("paths", {}).values() for op in ops.values()):
+                answer = operation.get("responses", {}).get("422", {})
+                if "HTTPValidationError" in str(answer.get("content", {})):
+                    del operation["responses"]["422"]
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every exception into the one error body."""
+    _without_fastapi_422(app)
 
     @app.exception_handler(BackendError)
     async def _backend(_: Request, exc: BackendError) -> JSONResponse:

@@ -17,7 +17,15 @@ from fastapi import Request
 from ...asgi_body import BodyTooLarge
 from ..errors import InvalidInput
 
-__all__ = ["OPTION_FIELDS", "body_doc", "content_disposition", "object_schema", "read_form", "read_json"]
+__all__ = [
+    "EMPTY",
+    "OPTION_FIELDS",
+    "body_doc",
+    "content_disposition",
+    "object_schema",
+    "read_form",
+    "read_json",
+]
 
 OPTION_FIELDS = ("language", "prompt", "word_timestamps", "task", "beam_size")
 MAX_FIELD_BYTES = 64 * 1024
@@ -29,6 +37,7 @@ STR, INT, BOOL, FILE = (
     {"type": "boolean"},
     {"type": "string", "format": "binary"},
 )
+EMPTY = {"type": "string", "maxLength": 0}  # an empty form field: the option keeps its default
 
 
 def object_schema(

@@ -19,6 +19,7 @@ from .deps import Ctx, CurrentUser
 from .errors import ERRORS, error_doc
 from .forms import (
     BOOL,
+    EMPTY,
     FILE,
     INT,
     OPTION_FIELDS,
@@ -36,19 +37,18 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
 
 # What validate_options and validate_webhook accept; every other field is refused (400 unknown_field).
 # An empty text (or a JSON null) leaves an option at its default.
-_EMPTY = {"type": "string", "maxLength": 0}
 _OPTIONS: dict[str, dict[str, Any]] = {
     "language": STR | {"maxLength": 20},
     "prompt": STR | {"maxLength": 4000},
     "word_timestamps": BOOL,
     "task": {"type": "string", "enum": ["", "transcribe", "translate"]},
     "beam_size": INT | {"minimum": 1, "maximum": 20},
-    "webhook_url": {"anyOf": [STR | {"maxLength": 2000, "pattern": r"^https?://\S+$"}, _EMPTY]},
+    "webhook_url": {"anyOf": [STR | {"maxLength": 2000, "pattern": r"^https?://\S+$"}, EMPTY]},
 }
 # A form is text: its numbers and flags arrive as words ("7", "on" from a checkbox, "").
 _FORM_OPTIONS = _OPTIONS | {
     "word_timestamps": {"anyOf": [BOOL, {"enum": ["", "1", "0", "true", "false", "yes", "no", "on", "off"]}]},
-    "beam_size": {"anyOf": [_OPTIONS["beam_size"], _EMPTY]},
+    "beam_size": {"anyOf": [_OPTIONS["beam_size"], EMPTY]},
 }
 _IGNORED = {"model": STR, "response_format": STR}  # OpenAI-style fields a form may carry; not used
 JOB_BODY = body_doc(

@@ -25,7 +25,7 @@ from ..services.execution import Claim
 from .context import request_id_var
 from .deps import Ctx, CurrentUser
 from .errors import ERRORS, error_doc, error_response
-from .forms import FILE, STR, body_doc, object_schema, read_form
+from .forms import EMPTY, FILE, STR, body_doc, object_schema, read_form
 
 __all__ = ["router"]
 
@@ -41,8 +41,8 @@ OPENAI_BODY = body_doc(
                 "model": STR,
                 "language": STR,
                 "prompt": STR,
-                "response_format": {"type": "string", "enum": list(FORMATS)},
-                "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+                "response_format": {"type": "string", "enum": ["", *FORMATS]},  # "": json
+                "temperature": {"anyOf": [{"type": "number", "minimum": 0, "maximum": 1}, EMPTY]},
                 "timestamp_granularities[]": _GRAINS,
             },
             required=("file",),

@@ -111,6 +111,7 @@ async def login(request: Request, ctx: Ctx) -> Response:
     status_code=204,
     summary="End the session (needs its CSRF token)",
     responses={
+        400: error_doc("The form cannot be read"),
         401: error_doc("No key and no session"),
         403: error_doc("The session's CSRF token is missing"),
     },
