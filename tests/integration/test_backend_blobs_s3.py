@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from twi_asr import storage
+from twi_asr import storage_s3
 from twi_asr.backend.blobs import open_store, read_s3_uri
 from twi_asr.backend.errors import InvalidInput, NotFound, StorageUnavailable, TooLarge
 
@@ -67,7 +67,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, endpoint: str | None) -> None:
         monkeypatch.setenv(name, value)
     if endpoint:
         monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-    monkeypatch.setattr(storage, "_endpoint_override", None)
+    monkeypatch.setattr(storage_s3, "_endpoint_override", None)
 
 
 @pytest.fixture

@@ -443,12 +443,12 @@ def _count_gets(client: Any) -> list[str]:
 
 
 def test_read_bytes_streams_in_chunks(s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from twi_asr import storage
+    from twi_asr import storage, storage_transfer
 
     data = os.urandom(3 * 1024 * 1024 + 5)
     s3.put_object(Bucket=s3.bucket, Key="big.wav", Body=data)
     sizes: list[int] = []
-    real = storage._stream_object
+    real = storage_transfer._stream_object
 
     def spy(bucket: str, key: str, sink: Any, client: Any) -> int:
         class Recorder:
@@ -458,15 +458,15 @@ def test_read_bytes_streams_in_chunks(s3: Any, monkeypatch: pytest.MonkeyPatch) 
 
         return real(bucket, key, Recorder(), client)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(storage, "_stream_object", spy)
+    monkeypatch.setattr(storage_transfer, "_stream_object", spy)
     assert storage.read_bytes(f"s3://{s3.bucket}/big.wav") == data
     assert len(sizes) >= 4 and max(sizes) <= storage._CHUNK  # never one read of the whole body
 
 
 def test_open_s3_spills_big_objects_to_disk(s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from twi_asr import storage
+    from twi_asr import storage, storage_transfer
 
-    monkeypatch.setattr(storage, "_SPOOL_MAX", 1000)
+    monkeypatch.setattr(storage_transfer, "_SPOOL_MAX", 1000)
     s3.put_object(Bucket=s3.bucket, Key="a.wav", Body=b"x" * 5000)
     with storage.open_s3(f"s3://{s3.bucket}/a.wav") as f:
         assert f._rolled  # type: ignore[attr-defined]  # on disk, not in memory
