@@ -50,9 +50,16 @@ Damaged inputs
   raises :class:`AudioError`.
 * Silence is valid audio and decodes to zeros; NaN or infinite samples (only
   possible in float files) raise :class:`AudioError`.
+* Whatever a damaged header claims, the outcome is an :class:`Audio` or an
+  :class:`AudioError` in time and memory bounded by the bytes actually there
+  (``bench/fuzz_audio.py`` checks it on mutated files of every format): a
+  sample rate outside 4 kHz..1 MHz is refused (1 Hz would make each sample
+  16,000), no libsndfile block or FFmpeg allocation is sized past a fixed cap
+  by a header's length, rate or channel count, and a stream whose packets
+  fail 1,000 times in a row is not read further.
 
 ``av``, ``soundfile`` and ``soxr`` are imported inside the functions that use
-them (in the two lower modules) so that ``import twi_asr.audio`` stays cheap
+them (in the lower modules) so that ``import twi_asr.audio`` stays cheap
 (CLI ``--help``, the server's import time, tests that never decode).
 """
 
@@ -67,7 +74,8 @@ from typing import IO, BinaryIO
 import numpy as np
 
 from twi_asr import audio_stream
-from twi_asr.audio_decode import SOUNDFILE_MAGIC, Source, av_header_seconds, decode
+from twi_asr.audio_av import av_header_seconds, limit_ffmpeg_allocations, open_options
+from twi_asr.audio_decode import SOUNDFILE_MAGIC, Source, decode
 from twi_asr.errors import AudioError, InputError, InputNotFoundError, UsageError
 
 SAMPLE_RATE = audio_stream.SAMPLE_RATE
@@ -228,8 +236,9 @@ def _probe(fh: IO[bytes], target: str | IO[bytes]) -> float | None:
         import av
     except ImportError:
         return None
+    limit_ffmpeg_allocations(av)
     fh.seek(0)
-    with av.open(fh, mode="r", metadata_errors="replace") as container:
+    with av.open(fh, mode="r", metadata_errors="replace", container_options=open_options(head)) as container:
         if container.format.name == "aac" and container.streams.audio:
             # Raw ADTS has no duration in any header and FFmpeg's bitrate estimate was seen 11%
             # off; demuxing (no decoding) reads only frame headers: 1024 samples per frame.

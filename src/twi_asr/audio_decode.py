@@ -19,7 +19,14 @@ from typing import IO, Any
 
 import numpy as np
 
-from twi_asr.audio_stream import SAMPLE_RATE, SampleSink, check_header_seconds
+from twi_asr.audio_av import (
+    av_header_seconds,
+    frame_to_mono,
+    limit_ffmpeg_allocations,
+    open_options,
+    reraise_oom,
+)
+from twi_asr.audio_stream import SAMPLE_RATE, SampleSink, check_header_seconds, mix_down, rate_problem
 from twi_asr.errors import AudioError, DependencyMissingError, InputError, TwiAsrError
 
 # Leading magic bytes of the containers libsndfile decodes natively and exactly.
@@ -36,8 +43,14 @@ SOUNDFILE_MAGIC: tuple[bytes, ...] = (
 )
 
 _BLOCK_SECONDS = 2.0  # libsndfile read size at the native rate
+# ... and at most this many samples over all channels (16 MiB of float32): a header's channel count
+# and rate must not size a block (1024 channels at 1 MHz would be 8 GiB).
+_BLOCK_SAMPLES = 1 << 22
 # PyAV's raw ADTS duration is a bitrate estimate, seen 3-11% off: too rough to refuse a file on.
 _ESTIMATED_DURATION_FORMATS = frozenset({"aac"})
+# Undecodable packets in a row after which the rest of a stream is taken as not audio: a damaged WAV
+# header made FFmpeg cut 0.5 MB into 136,000 packets that each failed (seconds of futile work).
+_MAX_FAILED_IN_A_ROW = 1000
 # libsndfile's log for a chunk the file is too short to hold, e.g. "data : 192000 (should be 96000)".
 _SHOULD_BE = re.compile(r"^\s*(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 
@@ -170,14 +183,15 @@ def _decode_soundfile(src: Source, max_seconds: float | None) -> tuple[SampleSin
     warnings: list[str] = []
     with f:
         rate, channels, frames = int(f.samplerate), int(f.channels), int(f.frames)
-        if rate <= 0:
-            raise DecodeFailed(f"invalid sample rate {rate}")
+        problem = rate_problem(rate)
+        if problem is not None:
+            raise DecodeFailed(problem)
         if not 0 <= frames < 2**62:  # e.g. a FLAC whose STREAMINFO has no length: PyAV reads it
             raise DecodeFailed("the header gives no length")
         check_header_seconds(label, frames / rate, max_seconds)
         sink = SampleSink(label, max_seconds, frames / rate)
         promised = _promised_frames(f, frames)
-        block = max(4096, int(_BLOCK_SECONDS * rate))
+        block = max(1024, min(int(_BLOCK_SECONDS * rate), _BLOCK_SAMPLES // max(channels, 1)))
         read = 0
         if frames <= block:  # a short clip: one read of at most one block
             f.close()
@@ -189,7 +203,7 @@ def _decode_soundfile(src: Source, max_seconds: float | None) -> tuple[SampleSin
                 raise
             except Exception as exc:
                 raise DecodeFailed(_reason(exc, src)) from exc
-            sink.add(_mix_down(data), rate)
+            sink.add(mix_down(data), rate)
             read = data.shape[0]
         else:
             out = np.empty((block, channels), dtype=np.float32)
@@ -206,7 +220,7 @@ def _decode_soundfile(src: Source, max_seconds: float | None) -> tuple[SampleSin
                     break
                 if not data.shape[0]:
                     break
-                sink.add(_mix_down(data), rate)
+                sink.add(mix_down(data), rate)
                 read += data.shape[0]
     if read and read < promised:
         warnings.append(_ends_early(sink.native_seconds, promised=promised / rate))
@@ -233,19 +247,23 @@ def _decode_av(src: Source, max_seconds: float | None) -> tuple[SampleSink, list
     """Decode the first audio stream with PyAV (bundled FFmpeg); other streams are not decoded.
 
     Damaged packets are skipped; a read error part-way keeps what decoded so
-    far; both become warnings. Raises AudioError for "no audio stream"
-    (definitive), otherwise DecodeFailed/DecoderMissing.
+    far; both become warnings. A frame at an implausible sample rate makes its
+    packet a damaged one; after 1,000 failed packets in a row the rest is not read.
+    FFmpeg's single allocations are capped (:mod:`twi_asr.audio_av`), and its
+    ENOMEM is a damaged file, not an out-of-memory process. Raises AudioError
+    for "no audio stream" (definitive), otherwise DecodeFailed/DecoderMissing.
     """
     try:
         import av
     except ImportError as exc:
         raise DecoderMissing() from exc
 
+    limit_ffmpeg_allocations(av)
     label = src.label
-    skipped = 0
+    skipped = in_a_row = 0
     failed_last = False
     first_error: str | None = None
-    last_error: str | None = None
+    last_exc: Exception | None = None
     warnings: list[str] = []
     # A file object, not a path string: FFmpeg would interpret "http:..." or
     # "concat:..." in a file name as a protocol.
@@ -254,12 +272,15 @@ def _decode_av(src: Source, max_seconds: float | None) -> tuple[SampleSink, list
     except OSError as exc:  # removed or made unreadable since it was checked
         raise InputError(f"{label}: cannot read file ({exc.strerror or exc})") from exc
     try:
-        with av.open(fh, mode="r", metadata_errors="replace") as container:
+        options = open_options(src.head)
+        with av.open(fh, mode="r", metadata_errors="replace", container_options=options) as container:
             if not container.streams.audio:
                 kinds = sorted({s.type for s in container.streams})
                 found = f" (it has only {', '.join(kinds)} streams)" if kinds else ""
                 raise AudioError(f"{label}: has no audio stream{found}; is it a video without sound?")
             stream = container.streams.audio[0]
+            if stream.codec_context is None:  # every packet would fail, one by one
+                raise DecodeFailed("FFmpeg has no decoder for its audio codec")
             header = av_header_seconds(container)
             trusted = container.format.name not in _ESTIMATED_DURATION_FORMATS
             check_header_seconds(label, header if trusted else None, max_seconds)
@@ -268,30 +289,40 @@ def _decode_av(src: Source, max_seconds: float | None) -> tuple[SampleSink, list
                 for packet in container.demux(stream):
                     try:
                         frames = packet.decode()
-                    except MemoryError:
-                        raise
+                        for frame in frames:  # 1 Hz would make each sample 16,000: a damaged packet
+                            if (problem := rate_problem(int(frame.sample_rate))) is not None:
+                                raise ValueError(problem)
                     except Exception as exc:  # skip a corrupt packet, like ffmpeg does
-                        skipped += 1
-                        last_error = _reason(exc, src)
-                        first_error = first_error or last_error
-                        failed_last = True
+                        reraise_oom(exc, av)
+                        skipped, in_a_row, last_exc, failed_last = skipped + 1, in_a_row + 1, exc, True
+                        first_error = first_error or _reason(exc, src)
+                        if in_a_row >= _MAX_FAILED_IN_A_ROW:  # the rest is not audio: stop here
+                            break
                         continue
+                    in_a_row = 0
                     failed_last = failed_last and not packet.size  # the final flush packet is empty
                     for frame in frames:
-                        sink.add(_frame_to_mono(frame), int(frame.sample_rate))
-            except (TwiAsrError, MemoryError):
+                        sink.add(frame_to_mono(frame), int(frame.sample_rate))
+            except TwiAsrError:
                 raise
             except Exception as exc:  # truncated/damaged container: keep the prefix
+                reraise_oom(exc, av)
                 first_error = first_error or _reason(exc, src)
                 if sink.native_samples:
                     warnings.append(_ends_early(sink.native_seconds, reason=_reason(exc, src)))
             else:
-                if failed_last and sink.native_samples:  # a packet cut in half: the file ends there
+                last_error = None if last_exc is None else _reason(last_exc, src)
+                if in_a_row >= _MAX_FAILED_IN_A_ROW and sink.native_samples:
+                    skipped -= in_a_row
+                    why = f"then {in_a_row} packets in a row failed: {last_error}"
+                    warnings.append(_ends_early(sink.native_seconds, reason=why))
+                elif failed_last and sink.native_samples:  # a packet cut in half: the file ends there
                     skipped -= 1
                     warnings.append(_ends_early(sink.native_seconds, reason=last_error))
-    except (TwiAsrError, MemoryError):
+    except (TwiAsrError, DecodeFailed):
         raise
     except Exception as exc:  # av.open: not a media file at all
+        reraise_oom(exc, av)
         raise DecodeFailed(_reason(exc, src)) from exc
     finally:
         if src.path is not None:
@@ -308,45 +339,7 @@ def _decode_av(src: Source, max_seconds: float | None) -> tuple[SampleSink, list
     return sink, warnings
 
 
-def av_header_seconds(container: Any) -> float | None:
-    """The duration PyAV reads from the container: audio stream first, then the whole container."""
-    for stream in container.streams.audio:
-        if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
-            return float(stream.duration * stream.time_base)
-    if container.duration is not None and container.duration > 0:
-        return float(container.duration) / 1_000_000  # AV_TIME_BASE
-    return None
-
-
-def _frame_to_mono(frame: Any) -> np.ndarray:
-    """Convert one av.AudioFrame (any sample format/layout) to float32 mono."""
-    arr = frame.to_ndarray()
-    channels = max(1, len(frame.layout.channels))
-    if not frame.format.is_planar:
-        arr = arr.reshape(-1, channels).T  # packed: (1, n*ch) interleaved -> (ch, n)
-    if arr.dtype.kind == "f":
-        out = arr.astype(np.float32, copy=False)
-    elif arr.dtype.kind == "u":  # u8: unsigned, centred at 128
-        out = (arr.astype(np.float32) - 128.0) / 128.0
-    else:  # s16/s32/s64
-        out = arr.astype(np.float32) / float(2 ** (arr.dtype.itemsize * 8 - 1))
-    return _mix_down(out.T)
-
-
 # --------------------------------------------------------------------------- shared
-
-
-def _mix_down(frames: np.ndarray) -> np.ndarray:
-    """Average a (samples, channels) float32 array to contiguous mono (a new array).
-
-    A matrix-vector product: ~10x faster than ``mean(axis=1)``, which numpy
-    runs as a slow reduction over the short channel axis.
-    """
-    channels = frames.shape[1]
-    if channels == 1:
-        return np.array(frames[:, 0], dtype=np.float32)  # a copy: the block buffer is reused
-    weights = np.full(channels, 1.0 / channels, dtype=np.float32)
-    return np.ascontiguousarray(frames @ weights, dtype=np.float32)
 
 
 def _ends_early(decoded: float, *, reason: str | None = None, promised: float | None = None) -> str:
@@ -356,10 +349,12 @@ def _ends_early(decoded: float, *, reason: str | None = None, promised: float | 
 
 def _reason(exc: BaseException, src: Source) -> str:
     """A one-line reason from a decoder exception, without repeating the file name."""
+    if isinstance(exc, MemoryError):  # only FFmpeg's ENOMEM gets here (see audio_av.reraise_oom)
+        return "it asks for more memory than FFmpeg allows (a damaged size or count in its header?)"
     strerror = getattr(exc, "strerror", None)  # av.error.FFmpegError: no "[Errno N]" noise
     text = (strerror if isinstance(strerror, str) and strerror else str(exc)).strip() or type(exc).__name__
     # soundfile puts the path or the file object (quoted) into its messages; ours names the input.
-    for name in (src.path or src.label, src.fh):
+    for name in (src.fh, src.path or src.label):
         if name is not None:
             text = text.replace(f" {name!r}", "").replace(repr(name), "")
     return " ".join(text.split())
