@@ -11,6 +11,10 @@ bit-identical; on real speech the copy gives the same greedy tokens.
 
 Quantized (int8/int16) weights are de-quantized, which is lossy: the result
 is only as good as the int8 weights. Exposed as ``twi-asr models to-hf``.
+
+The parts: :mod:`.ct2_model_bin` reads model.bin (numpy only), :mod:`.ct2_hf_weights`
+maps its variables to the transformers state dict; this module writes the checkpoint
+(config, generation config, tokenizer, feature extractor, weights) with transformers.
 """
 
 from __future__ import annotations
@@ -18,215 +22,24 @@ from __future__ import annotations
 import json
 import logging
 import os
-import struct
 from pathlib import Path
 
 import numpy as np
 
+from .ct2_hf_weights import _n_layers, build_state_dict
+from .ct2_model_bin import dequantize, read_ct2_model
 from .errors import ModelNotFoundError, UsageError
 
 log = logging.getLogger(__name__)
 
-# ---------------------------------------------------------------------------
-# 1. CTranslate2 model.bin reader (mirrors ctranslate2/specs/model_spec.py::_serialize)
-# ---------------------------------------------------------------------------
-# Order must match DataType in ctranslate2/types.h (_dtype_to_type_id in model_spec.py)
-_CT2_DTYPES = {0: "float32", 1: "int8", 2: "int16", 3: "int32", 4: "float16", 5: "bfloat16"}
+__all__ = ["build_state_dict", "convert_ct2_to_hf", "dequantize", "read_ct2_model"]
 
-
-def read_ct2_model(path):
-    """Return (binary_version, spec_name, spec_revision, {name: ndarray}, {alias: target})."""
-    with open(path, "rb") as f:
-        buf = f.read()
-    pos = 0
-
-    def unpack(fmt):
-        nonlocal pos
-        (val,) = struct.unpack_from("<" + fmt, buf, pos)
-        pos += struct.calcsize("<" + fmt)
-        return val
-
-    def string():
-        nonlocal pos
-        n = unpack("H")  # length includes the trailing NUL
-        s = buf[pos : pos + n - 1].decode("utf-8")
-        pos += n
-        return s
-
-    version = unpack("I")
-    if version > 6:
-        log.warning("model.bin binary version %s is newer than this reader (6)", version)
-    spec_name, revision = None, 1
-    if version >= 2:
-        spec_name = string()
-        revision = unpack("I")
-    variables = {}
-    for _ in range(unpack("I")):
-        name = string()
-        rank = unpack("B")
-        shape = [unpack("I") for _ in range(rank)]
-        if version >= 4:
-            dtype = _CT2_DTYPES[unpack("B")]
-            nbytes = unpack("I")
-        else:  # old format: item size + element count
-            item_size = unpack("B")
-            dtype = {4: "float32", 2: "int16", 1: "int8"}[item_size]
-            nbytes = unpack("I") * item_size
-        raw = buf[pos : pos + nbytes]
-        pos += nbytes
-        if dtype == "bfloat16":
-            arr = (np.frombuffer(raw, np.uint16).astype(np.uint32) << 16).view(np.float32)
-        else:
-            arr = np.frombuffer(raw, dtype)
-        variables[name] = arr.reshape(shape)
-    aliases = {}
-    if version >= 3:
-        for _ in range(unpack("I")):
-            alias = string()
-            aliases[alias] = string()
-    return version, spec_name, revision, variables, aliases
-
-
-def dequantize(variables, aliases):
-    """float32 copies of all tensor variables; '<x>_scale' tensors are folded into '<x>'."""
-    out = {}
-    for name, val in variables.items():
-        if name.endswith("_scale") and name[: -len("_scale")] in variables:
-            continue
-        if name.endswith("_zero") and name[: -len("_zero")] in variables:
-            raise NotImplementedError(f"{name}: AWQ/zero-point quantized models are not supported")
-        scale = variables.get(name + "_scale")
-        if scale is not None and val.dtype in (np.int8, np.int16):
-            s = scale.astype(np.float32)
-            if s.ndim == 1:  # per output channel (row); conv weights are [out, in, k]
-                s = s.reshape((-1,) + (1,) * (val.ndim - 1))
-            out[name] = val.astype(np.float32) / s
-        elif val.ndim == 0:
-            out[name] = val  # scalar attributes (num_heads, activation, ...)
-        else:
-            out[name] = val.astype(np.float32)
-    for alias, target in aliases.items():  # e.g. decoder/projection/weight -> decoder/embeddings/weight
-        while target in aliases:
-            target = aliases[target]
-        out[alias] = out[target]
-    return out
-
-
-# ---------------------------------------------------------------------------
-# 2. CT2 variable names -> HF WhisperForConditionalGeneration state dict
-#    (inverse of ctranslate2/converters/transformers.py WhisperLoader/BartLoader)
-# ---------------------------------------------------------------------------
-def _n_layers(w, prefix):
-    n = 0
-    while f"{prefix}/layer_{n}/ffn/linear_0/weight" in w:
-        n += 1
-    return n
-
-
-def build_state_dict(w):
-    sd = {}
-
-    def ln(hf, ct):
-        sd[hf + ".weight"] = w[ct + "/gamma"]
-        sd[hf + ".bias"] = w[ct + "/beta"]
-
-    def lin(hf, ct, bias=True):
-        sd[hf + ".weight"] = w[ct + "/weight"]
-        if bias:
-            sd[hf + ".bias"] = w[ct + "/bias"]
-
-    def split3(arr, d):
-        return arr[:d], arr[d : 2 * d], arr[2 * d :]
-
-    d = w["encoder/layer_norm/gamma"].shape[0]
-
-    # encoder
-    for i in (1, 2):
-        lin(f"model.encoder.conv{i}", f"encoder/conv{i}")
-    sd["model.encoder.embed_positions.weight"] = w["encoder/position_encodings/encodings"]
-    ln("model.encoder.layer_norm", "encoder/layer_norm")
-    for i in range(_n_layers(w, "encoder")):
-        c, h = f"encoder/layer_{i}", f"model.encoder.layers.{i}"
-        # self-attention: linear_0 = fused [q; k; v] (k bias is zero-filled), linear_1 = out_proj
-        qw, kw, vw = split3(w[f"{c}/self_attention/linear_0/weight"], d)
-        qb, kb, vb = split3(w[f"{c}/self_attention/linear_0/bias"], d)
-        _check_zero(kb, f"{c}/self_attention k bias")
-        sd.update(
-            {
-                f"{h}.self_attn.q_proj.weight": qw,
-                f"{h}.self_attn.q_proj.bias": qb,
-                f"{h}.self_attn.k_proj.weight": kw,
-                f"{h}.self_attn.v_proj.weight": vw,
-                f"{h}.self_attn.v_proj.bias": vb,
-            }
-        )
-        lin(f"{h}.self_attn.out_proj", f"{c}/self_attention/linear_1")
-        ln(f"{h}.self_attn_layer_norm", f"{c}/self_attention/layer_norm")
-        lin(f"{h}.fc1", f"{c}/ffn/linear_0")
-        lin(f"{h}.fc2", f"{c}/ffn/linear_1")
-        ln(f"{h}.final_layer_norm", f"{c}/ffn/layer_norm")
-
-    # decoder
-    sd["model.decoder.embed_tokens.weight"] = w["decoder/embeddings/weight"]
-    sd["model.decoder.embed_positions.weight"] = w["decoder/position_encodings/encodings"]
-    ln("model.decoder.layer_norm", "decoder/layer_norm")
-    for i in range(_n_layers(w, "decoder")):
-        c, h = f"decoder/layer_{i}", f"model.decoder.layers.{i}"
-        qw, kw, vw = split3(w[f"{c}/self_attention/linear_0/weight"], d)
-        qb, kb, vb = split3(w[f"{c}/self_attention/linear_0/bias"], d)
-        _check_zero(kb, f"{c}/self_attention k bias")
-        sd.update(
-            {
-                f"{h}.self_attn.q_proj.weight": qw,
-                f"{h}.self_attn.q_proj.bias": qb,
-                f"{h}.self_attn.k_proj.weight": kw,
-                f"{h}.self_attn.v_proj.weight": vw,
-                f"{h}.self_attn.v_proj.bias": vb,
-            }
-        )
-        lin(f"{h}.self_attn.out_proj", f"{c}/self_attention/linear_1")
-        ln(f"{h}.self_attn_layer_norm", f"{c}/self_attention/layer_norm")
-        # cross-attention: linear_0 = q, linear_1 = fused [k; v] (k bias zero), linear_2 = out_proj
-        lin(f"{h}.encoder_attn.q_proj", f"{c}/attention/linear_0")
-        kvw = w[f"{c}/attention/linear_1/weight"]
-        kvb = w[f"{c}/attention/linear_1/bias"]
-        _check_zero(kvb[:d], f"{c}/attention k bias")
-        sd.update(
-            {
-                f"{h}.encoder_attn.k_proj.weight": kvw[:d],
-                f"{h}.encoder_attn.v_proj.weight": kvw[d:],
-                f"{h}.encoder_attn.v_proj.bias": kvb[d:],
-            }
-        )
-        lin(f"{h}.encoder_attn.out_proj", f"{c}/attention/linear_2")
-        ln(f"{h}.encoder_attn_layer_norm", f"{c}/attention/layer_norm")
-        lin(f"{h}.fc1", f"{c}/ffn/linear_0")
-        lin(f"{h}.fc2", f"{c}/ffn/linear_1")
-        ln(f"{h}.final_layer_norm", f"{c}/ffn/layer_norm")
-
-    proj = w.get("decoder/projection/weight", w["decoder/embeddings/weight"])
-    sd["proj_out.weight"] = proj
-    if "decoder/projection/bias" in w and np.any(w["decoder/projection/bias"]):
-        raise NotImplementedError("non-zero output projection bias has no HF Whisper equivalent")
-    return sd
-
-
-def _check_zero(arr, what):
-    if np.any(arr):
-        log.warning(
-            "%s is not zero (max |x|=%.3g); HF Whisper k_proj has no bias, dropping it",
-            what,
-            np.abs(arr).max(),
-        )
-
-
-# ---------------------------------------------------------------------------
-# 3. configs, tokenizer, feature extractor
-# ---------------------------------------------------------------------------
+# CTranslate2's activation ids (ctranslate2/specs/common_spec.py Activation) -> transformers' names
 _ACTIVATIONS = {0: "relu", 1: "gelu_new", 2: "silu", 3: "gelu"}
 
 
-def _scalar(w, name, default):
+def _scalar(w: dict[str, np.ndarray], name: str, default: int) -> int:
+    """An integer attribute CTranslate2 stores as a 0-d variable (``num_heads``...), or ``default``."""
     v = w.get(name)
     return default if v is None else int(np.asarray(v).item())
 
@@ -298,7 +111,7 @@ def convert_ct2_to_hf(
         errors="replace",
     )
 
-    def tid(tok_str):
+    def tid(tok_str: str) -> int:
         i = tok.convert_tokens_to_ids(tok_str)
         if i is None or i == tok.unk_token_id and tok_str != "<|endoftext|>":
             raise ModelNotFoundError(f"token {tok_str} missing from tokenizer.json")
