@@ -88,6 +88,7 @@ class Fuzzer:
         self.counts: dict[str, Counter[str]] = {fmt: Counter() for fmt in FORMATS}
         self.elapsed: dict[str, list[float]] = {fmt: [] for fmt in FORMATS}
         self.peak: dict[str, int] = dict.fromkeys(FORMATS, 0)
+        self.peak_case: dict[str, int | None] = dict.fromkeys(FORMATS)  # rebuilt by build_case
         self.failures: list[dict[str, Any]] = []
         self.restarts = 0
 
@@ -118,7 +119,8 @@ class Fuzzer:
         with self.lock:
             self.counts[fmt][column] += 1
             self.elapsed[fmt].append(outcome.elapsed)
-            self.peak[fmt] = max(self.peak[fmt], outcome.peak_growth)
+            if outcome.peak_growth > self.peak[fmt]:
+                self.peak[fmt], self.peak_case[fmt] = outcome.peak_growth, case["number"]
             if column in GOOD:
                 return
             note = {
@@ -157,6 +159,7 @@ def summary(fuzzer: Fuzzer) -> list[dict[str, Any]]:
                 "median_ms": round(1000 * statistics.median(times), 1) if times else None,
                 "max_ms": round(1000 * times[-1], 1) if times else None,
                 "peak_growth_mib": round(peak / 2**20, 1),
+                "peak_case": None if fmt == "all" else fuzzer.peak_case[fmt],
             }
         )
     return rows
