@@ -7,6 +7,7 @@ does against 8001; the answer is the same, and the call is also a job (kind
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -51,6 +52,18 @@ OPENAI_BODY = body_doc(
 )
 
 
+def _check_temperature(value: Any) -> None:
+    """A JSON number from 0 to 1, as documented ("+1" or "1." are not; empty is the default 0)."""
+    try:
+        number = json.loads(value or "0")
+    except (TypeError, ValueError):  # not a number, or a file part
+        number = None
+    if isinstance(number, bool) or not isinstance(number, (int, float)) or not 0 <= number <= 1:
+        raise InvalidInput(
+            "temperature must be a number from 0 to 1", code="invalid_option", param="temperature"
+        )
+
+
 def _options(form: Any) -> tuple[dict[str, Any], str]:
     fmt = str(form.get("response_format") or "json")
     if fmt not in FORMATS:
@@ -73,14 +86,7 @@ def _options(form: Any) -> tuple[dict[str, Any], str]:
             code="invalid_option",
             param="timestamp_granularities[]",
         )
-    try:
-        temperature = float(form.get("temperature") or 0.0)
-    except ValueError:
-        temperature = -1.0
-    if not 0.0 <= temperature <= 1.0:
-        raise InvalidInput(
-            "temperature must be a number from 0 to 1", code="invalid_option", param="temperature"
-        )
+    _check_temperature(form.get("temperature"))
     raw = {
         "language": form.get("language"),
         "prompt": form.get("prompt"),
