@@ -24,14 +24,16 @@ nothing more there; with a single temperature they are kept only for ``token_log
 ``no_speech_prob`` stays None (transformers keeps it inside a logits processor).
 ``language_probability``: the softmax over language tokens of the detection step (1.0 when
 the language is given or the model English-only).
+
+This module loads the checkpoint, builds the ``generate`` call and batches the clips; the
+speed-ups are in :mod:`.hf_speedups`, the reading of generate's segments (times, words,
+log-probabilities) in :class:`.hf_segments.TransformersSegments` (inherited).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,18 +41,14 @@ import numpy as np
 
 from ..errors import DependencyMissingError, ModelNotFoundError, UsageError
 from ..languages import language_code, resolve_language
-from ..text import compression_ratio
-from ..types import Segment, TokenLogprob, TranscribeOptions, Transcript, Word
-from .base import (
-    HOP_LENGTH,
-    MAX_FRAMES,
-    SAMPLE_RATE,
-    AudioInput,
-    clamp_words,
-    clean_text,
-    make_transcript,
-    token_logprobs,
-    window_frames,
+from ..types import TranscribeOptions, Transcript
+from .base import HOP_LENGTH, MAX_FRAMES, SAMPLE_RATE, AudioInput, make_transcript, window_frames
+from .hf_segments import TransformersSegments
+from .hf_speedups import (
+    fit_window,
+    quantize_linear_int8,
+    skip_cross_attention_reorder,
+    window_adaptable,
 )
 
 log = logging.getLogger(__name__)
@@ -60,106 +58,7 @@ DTYPES = ("float32", "float16", "bfloat16", "int8")
 """``compute_type`` values of this engine: torch dtypes, and ``int8`` = dynamic quantisation."""
 
 
-def window_adaptable(model: Any) -> bool:
-    """Whether :func:`fit_window` can cut ``model``'s encoder window (the layout it relies on)."""
-    import torch
-
-    encoder = getattr(getattr(model, "model", None), "encoder", None)
-    table = getattr(encoder, "embed_positions", None)
-    return isinstance(table, torch.nn.Embedding) and (
-        getattr(getattr(encoder, "config", None), "max_source_positions", None) == table.num_embeddings
-    )
-
-
-@contextlib.contextmanager
-def fit_window(model: Any, frames: int) -> Iterator[bool]:
-    """Let ``model``'s encoder take ``frames`` mel frames (at most 3000) for the ``with`` block.
-
-    The encoder adds a fixed table of 1500 positions and refuses any input but 3000 frames
-    (``config.max_source_positions`` x the two convolutions' strides); ``generate`` pads every
-    short-form input back to that length. Inside the block the table is the first
-    ``frames // 2`` rows of the real one (same values, the same embedding the first positions
-    always get) and the config says ``frames // 2`` positions, so the check passes and
-    ``generate`` pads to ``frames`` only. This touches only what both transformers 4.45+
-    and 5.x read (an ``nn.Embedding`` ``embed_positions`` and the config field) and restores
-    both on exit. Yields False, changing nothing, when the model does not look like that.
-    """
-    import torch
-
-    positions = frames // 2
-    if not window_adaptable(model) or frames % 2:
-        yield False
-        return
-    encoder = model.model.encoder
-    table, config = encoder.embed_positions, encoder.config
-    if not 0 < positions <= table.num_embeddings:
-        yield False
-        return
-    if positions == table.num_embeddings:
-        yield True
-        return
-    cut = torch.nn.Embedding.from_pretrained(table.weight[:positions], freeze=True)  # a view, no copy
-    configs = {id(c): c for c in (config, getattr(model, "config", None)) if c is not None}
-    encoder.embed_positions = cut
-    for c in configs.values():
-        c.max_source_positions = positions
-    try:
-        yield True
-    finally:
-        encoder.embed_positions = table
-        for c in configs.values():
-            c.max_source_positions = table.num_embeddings
-
-
-_skip_cross = threading.local()
-
-
-def _install_cross_reorder_switch() -> bool:
-    """Make ``EncoderDecoderCache.reorder_cache`` leave the cross-attention cache alone when asked.
-
-    Installed once per process; it only changes anything in a thread inside
-    :func:`skip_cross_attention_reorder`, so other users of transformers are unaffected.
-    False when this transformers has no such cache class.
-    """
-    try:
-        from transformers.cache_utils import EncoderDecoderCache
-    except ImportError:  # pragma: no cover - very old transformers
-        return False
-    original = EncoderDecoderCache.reorder_cache
-    if getattr(original, "_twi_asr_switch", False):
-        return True
-
-    def reorder_cache(self: Any, beam_idx: Any) -> None:
-        if getattr(_skip_cross, "on", False) and hasattr(self, "self_attention_cache"):
-            self.self_attention_cache.reorder_cache(beam_idx)
-        else:
-            original(self, beam_idx)
-
-    reorder_cache._twi_asr_switch = True  # type: ignore[attr-defined]
-    EncoderDecoderCache.reorder_cache = reorder_cache  # type: ignore[method-assign]
-    return True
-
-
-@contextlib.contextmanager
-def skip_cross_attention_reorder(enabled: bool = True) -> Iterator[None]:
-    """Inside the block (this thread only), beam search does not copy the cross-attention cache.
-
-    Beam search picks, for each clip, its next beams among that clip's own beams, and every
-    beam of a clip attends to the same encoder output: the cross-attention keys and values
-    of those rows are equal, so reordering them is a copy that changes nothing.
-    """
-    if not enabled or not _install_cross_reorder_switch():
-        yield
-        return
-    before = getattr(_skip_cross, "on", False)
-    _skip_cross.on = True
-    try:
-        yield
-    finally:
-        _skip_cross.on = before
-
-
-class TransformersTranscriber:
+class TransformersTranscriber(TransformersSegments):
     """``WhisperForConditionalGeneration`` + processor behind the Transcriber protocol."""
 
     engine = "transformers"
@@ -420,131 +319,3 @@ class TransformersTranscriber:
         tok = self.processor.tokenizer
         self._language_probabilities = [round(float(p), 4) for p in best.tolist()]
         return [language_code(tok.convert_ids_to_tokens(lang_ids[int(i)])) for i in where.tolist()]
-
-    def _segments(
-        self, raw: list[dict[str, Any]], duration: float, options: TranscribeOptions
-    ) -> tuple[list[Segment], tuple[TokenLogprob, ...] | None]:
-        tok = self.processor.tokenizer
-        out: list[Segment] = []
-        windows: dict[int, tuple[Any, float | None, float]] = {}  # id(result) -> steps, avg_logprob, ratio
-        temperature = options.temperatures[0] if len(options.temperatures) == 1 else None
-        pieces: list[str] = []
-        values: list[float] = []
-        complete = True  # every kept segment had scores
-        for seg in raw:
-            tokens = [int(t) for t in seg["tokens"]]
-            text = clean_text(tok.decode(tokens, skip_special_tokens=True))
-            start = round(float(seg["start"]), 3)
-            end = round(min(float(seg["end"]), duration), 3)
-            if end < start:
-                end = start
-            seg_words = None
-            if options.word_timestamps and seg.get("token_timestamps") is not None:
-                seg_words = clamp_words(self._words(tokens, seg["token_timestamps"], start, end), start, end)
-            result = seg.get("result")
-            temp = 0.0 if isinstance(result, dict) and "sequences_scores" in result else temperature
-            key = id(result)
-            if key not in windows:  # the segments of one window share its result
-                step = self._step_logprobs(result, temp)
-                windows[key] = (step, *self._window_quality(result, step))
-            step, avg, ratio = windows[key]
-            if text and options.token_logprobs:
-                if step is None:
-                    complete = False
-                else:
-                    lo = int(seg["idxs"][0])
-                    for k, t in enumerate(tokens):
-                        if t < self._eos and 0 <= lo + k - step[0] < len(step[1]):
-                            pieces.append(tok.convert_ids_to_tokens(t))
-                            values.append(step[1][lo + k - step[0]])
-            out.append(
-                Segment(
-                    id=len(out),
-                    start=start,
-                    end=end,
-                    text=text,
-                    words=seg_words,
-                    avg_logprob=avg,
-                    compression_ratio=ratio,
-                    temperature=temp,
-                )  # fmt: skip
-            )
-        logprobs = token_logprobs(pieces, values) if options.token_logprobs and complete else None
-        return out, logprobs
-
-    def _step_logprobs(self, result: Any, temperature: float | None) -> tuple[int, list[float]] | None:
-        """For one generate result: (position of its first generated token in ``sequences``, the
-        log-probability of the token chosen at each step, up to end-of-text), or None without
-        scores or when the temperature is unknown (a sampled fallback step is scaled by it)."""
-        if temperature is None or not isinstance(result, dict) or not result.get("scores"):
-            return None
-        torch = self._torch
-        scores, sequence = result["scores"], result["sequences"]
-        first = len(sequence) - len(scores)
-        chosen = sequence[first:].to(torch.long)
-        steps = torch.stack(list(scores)).float() * (temperature if temperature > 0 else 1.0)
-        logp = torch.log_softmax(steps, dim=-1).gather(-1, chosen.view(-1, 1).cpu()).view(-1)
-        ends = (chosen == self._eos).nonzero()
-        n = int(ends[0]) + 1 if len(ends) else len(chosen)
-        return first, [max(float(v), -1e4) for v in logp[:n]]
-
-    def _window_quality(
-        self, result: Any, step: tuple[int, list[float]] | None
-    ) -> tuple[float | None, float]:
-        """A window's avg_logprob (mean over its tokens, end-of-text included) and compression ratio."""
-        tok = self.processor.tokenizer
-        ratio = 0.0
-        if isinstance(result, dict) and "sequences" in result:
-            ratio = compression_ratio(tok.decode(result["sequences"], skip_special_tokens=True).strip())
-        avg = round(sum(step[1]) / len(step[1]), 4) if step and step[1] else None
-        return avg, round(ratio, 4)
-
-    def _words(self, tokens: list[int], times: Any, seg_start: float, seg_end: float) -> list[Word]:
-        """Group sub-word tokens into words; a leading space starts a new word.
-
-        ``times[k]`` is where token ``k`` ends on the alignment path (the
-        leading timestamp token ends at the segment start), so token ``k``
-        spans ``times[k-1]..times[k]``.
-        """
-        tok = self.processor.tokenizer
-        ts = [float(t) for t in times]
-        if not ts:
-            return []
-        # make window-relative times absolute (long-form windows start past 0)
-        offset = seg_start - ts[0] if abs(ts[0] - seg_start) > 0.5 else 0.0
-        words: list[Word] = []
-        cur: list[int] = []
-        cur_start = cur_end = seg_start
-        for k, t in enumerate(tokens):
-            if t >= self._eos:  # special and timestamp tokens carry no text
-                continue
-            t_start = (ts[k - 1] if 0 < k <= len(ts) else seg_start) + (offset if k > 0 else 0.0)
-            t_end = ts[k] + offset if k < len(ts) else seg_end
-            if tok.decode([t]).startswith(" ") and cur:
-                words.append(Word(start=cur_start, end=cur_end, word=tok.decode(cur).strip()))
-                cur = []
-            if not cur:
-                cur_start = t_start
-            cur.append(t)
-            cur_end = t_end
-        if cur:
-            words.append(Word(start=cur_start, end=cur_end, word=tok.decode(cur).strip()))
-        return [w for w in words if w.word]
-
-
-def quantize_linear_int8(model: Any) -> Any:
-    """``model`` with every ``nn.Linear`` replaced by a dynamically quantised int8 one (CPU).
-
-    Weights are int8 per tensor; activations are quantised on the fly, with one scale per
-    call over the whole batch, so a clip's text can depend (slightly) on the clips it is
-    batched with. An explicit option, never the default: measured about twice as fast on
-    2 CPU cores, with a WER that moved by a few points either way on 20 espeak clips.
-    """
-    import warnings
-
-    import torch
-
-    quantize = torch.ao.quantization.quantize_dynamic
-    with warnings.catch_warnings():  # torch >= 2.10 points to torchao; the eager API still works
-        warnings.simplefilter("ignore")
-        return quantize(model, {torch.nn.Linear}, dtype=torch.qint8)
