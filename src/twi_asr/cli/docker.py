@@ -18,6 +18,7 @@ import typer
 from ..errors import UsageError
 from . import console
 from .docker_images import register as _register_image_commands
+from .options import key_value_pairs as _pairs
 
 app = typer.Typer(
     help="Build, run, watch and scale the server in Docker (docker-py; the `docker` extra).",
@@ -55,16 +56,6 @@ ApiKeyOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-
-
-def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for value in values or []:
-        key, sep, val = value.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"{flag} {value!r}: expected KEY=VALUE")
-        out[key.strip()] = val
-    return out
 
 
 def _print_tail(lines: list[str]) -> None:

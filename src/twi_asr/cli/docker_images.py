@@ -80,7 +80,7 @@ def build(
     from .. import containers
     from ..containers import labels as L
     from ..containers.stamping import build_server_image
-    from .docker import _pairs
+    from .options import key_value_pairs as _pairs
 
     tag = tag or (_GPU_IMAGE if gpu else _CPU_IMAGE)
     dockerfile = dockerfile or ("Dockerfile.cuda" if gpu else "Dockerfile")

@@ -79,3 +79,16 @@ def settings_error(exc: Any) -> str:
     where = ".".join(map(str, first.get("loc", ())))
     msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     return f"{where}: {msg}" if where else msg
+
+
+def key_value_pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+    """``KEY=VALUE`` flags (``--env``, ``--build-arg``) as a dict; anything else is a usage error."""
+    from ..errors import UsageError
+
+    out: dict[str, str] = {}
+    for value in values or []:
+        key, sep, val = value.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{flag} {value!r}: expected KEY=VALUE")
+        out[key.strip()] = val
+    return out
