@@ -16,6 +16,7 @@ checks that none is left, and leaves the swarm if it made this engine one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -74,6 +75,7 @@ def engine() -> Iterator[Any]:
             pytest.fail(message)
         pytest.skip(message)
     swarm_before = (client.info().get("Swarm") or {}).get("LocalNodeState")
+    volumes_before = {v.name for v in client.volumes.list()}
     yield client
     # Nothing of this run may be left behind: containers (ours and swarm's tasks) and services.
     for service in client.services.list() if swarm_before == "active" or _in_swarm(client) else []:
@@ -87,6 +89,12 @@ def engine() -> Iterator[Any]:
         c.remove(force=True)
     if swarm_before != "active" and _in_swarm(client):
         client.swarm.leave(force=True)
+    # `twi-asr docker run` mounts the `twi-asr-models` volume by default: remove it only when
+    # this run made it (a developer's own volume may hold downloaded models).
+    for volume in client.volumes.list():
+        if volume.name == "twi-asr-models" and volume.name not in volumes_before:
+            with contextlib.suppress(Exception):
+                volume.remove(force=True)
     client.close()
     assert not left, f"containers left behind: {[c.name for c in left]}"
 
