@@ -38,6 +38,7 @@ from .schemas import (
     ResponseFormat,
     TranscriptionJSON,
     VerboseTranscriptionJSON,
+    document_empty_form_fields,
 )
 from .settings import ServerSettings
 from .state import ServerState
@@ -52,6 +53,9 @@ STREAM_DOC = (
 )
 INCLUDE_DOC = "'logprobs' adds each token's log-probability to json responses and stream events."
 DOCS_PATHS = frozenset({"/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"})
+# OpenAPI 3.0's spelling of a file part next to 3.1's contentMediaType, so generators (schemathesis,
+# openapi-generator) send bytes, not text.
+BINARY = {"format": "binary"}
 
 
 def is_open(path: str) -> bool:
@@ -111,6 +115,8 @@ def create_app(
     _add_operations(app, state)
     _add_audio_routes(app, state)
     mount_page(app)
+    build_openapi = app.openapi
+    app.openapi = lambda: app.openapi_schema or document_empty_form_fields(build_openapi())  # type: ignore[method-assign]
     return app
 
 
@@ -240,11 +246,12 @@ def _add_audio_routes(app: FastAPI, state: ServerState) -> None:
         "model": "Accepted for OpenAI compatibility; the server serves the model it was started with.",
         "language": "ISO code, 'auto', or tw/twi/ak/akan for the checkpoint's own default language.",
     }
+    text_formats: dict[str, dict[str, Any]] = {"text/plain": {}, "text/vtt": {}}  # text, srt; vtt
     ok_content: dict[int | str, dict[str, Any]] = {
         200: {
             "content": {
                 "application/json": {"schema": VerboseTranscriptionJSON.model_json_schema()},
-                "text/plain": {},
+                **text_formats,
                 "text/event-stream": {"description": STREAM_DOC},
             }
         },
@@ -260,7 +267,7 @@ def _add_audio_routes(app: FastAPI, state: ServerState) -> None:
     )
     async def transcriptions(
         request: Request,
-        file: Annotated[UploadFile, File(description=form_docs["file"])],
+        file: Annotated[UploadFile, File(description=form_docs["file"], json_schema_extra=BINARY)],
         model: Annotated[str, Form(description=form_docs["model"])] = "whisper-1",
         language: Annotated[str | None, Form(description=form_docs["language"])] = None,
         prompt: Annotated[str | None, Form()] = None,
@@ -285,12 +292,12 @@ def _add_audio_routes(app: FastAPI, state: ServerState) -> None:
         "/v1/audio/translations",
         tags=["audio"],
         dependencies=[Depends(documented_auth)],
-        responses=ERROR_RESPONSES,
+        responses={200: {"content": text_formats}, **ERROR_RESPONSES},
         response_model=TranscriptionJSON,
     )
     async def translations(
         request: Request,
-        file: Annotated[UploadFile, File(description=form_docs["file"])],
+        file: Annotated[UploadFile, File(description=form_docs["file"], json_schema_extra=BINARY)],
         model: Annotated[str, Form(description=form_docs["model"])] = "whisper-1",
         prompt: Annotated[str | None, Form()] = None,
         response_format: Annotated[ResponseFormat, Form()] = "json",

@@ -7,7 +7,7 @@ a :class:`twi_asr.types.Transcript` with :func:`verbose_from_transcript`.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -201,3 +201,33 @@ def verbose_from_transcript(
         model=t.model,
         engine=t.engine,
     )
+
+
+EMPTY_FIELD = {"type": "string", "maxLength": 0}
+
+
+def document_empty_form_fields(schema: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI reads an empty form field as an absent one (its default), so the OpenAPI document
+    says so: every optional, non-file, non-list field of a form body also takes ``""``."""
+    components = schema.get("components", {}).get("schemas", {})
+    for operation in (op for ops in schema.get("paths", {}).values() for op in ops.values()):
+        form = operation.get("requestBody", {}).get("content", {}).get("multipart/form-data", {})
+        ref = form.get("schema", {}).get("$ref", "")
+        body = components.get(ref.rsplit("/", 1)[-1], {}) if ref else form.get("schema", {})
+        for name, field in body.get("properties", {}).items():
+            branches = field.get("anyOf", [field])
+            if name in body.get("required", ()) or any(_skip_empty(b) for b in branches):
+                continue
+            meta = {k: field.pop(k) for k in ("title", "description", "default") if k in field}
+            kept = field.pop("anyOf", None) or [dict(field)]
+            field.clear()
+            field.update(anyOf=[*kept, EMPTY_FIELD], **meta)
+    return schema
+
+
+def _skip_empty(branch: dict[str, Any]) -> bool:
+    """A list or file field (no single text), or one that already takes ``""``."""
+    if branch.get("type") == "array" or branch.get("format") == "binary":
+        return True
+    limits = {"enum", "const", "minLength", "pattern", "format"}
+    return branch.get("type") == "string" and not branch.keys() & limits
