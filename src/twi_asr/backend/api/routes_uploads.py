@@ -23,7 +23,7 @@ from ..services.jobs import check_type, clean_filename
 from ..services.views import iso
 from .deps import Ctx, CurrentUser
 from .errors import ERRORS, error_doc
-from .forms import INT, STR, body_doc, object_schema, read_json
+from .forms import FILE, INT, STR, body_doc, object_schema, read_json
 
 __all__ = ["router"]
 
@@ -107,6 +107,7 @@ async def create_upload(request: Request, ctx: Ctx, user: CurrentUser) -> JSONRe
 @router.put(
     "/{upload_id}/content",
     status_code=204,
+    openapi_extra=body_doc({"application/octet-stream": FILE, "audio/*": FILE, "video/*": FILE}),
     summary="Receive an upload (local storage only)",
     responses={
         403: error_doc("Bad or expired signature"),
