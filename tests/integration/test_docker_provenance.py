@@ -19,12 +19,10 @@ them unless ``TWI_ASR_REQUIRE_DOCKER=1``.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import subprocess
 import sys
-import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +33,7 @@ import pytest
 
 from twi_asr import __version__
 from twi_asr.containers import labels as L
+from twi_asr.containers.images import dockerfile_context
 from twi_asr.provenance import file_sha256, git_commit
 from twi_asr.text import wer
 
@@ -133,13 +132,7 @@ def test_verify_a_fresh_image_agrees_with_its_lock_and_labels(ct2_image: dict[st
 
 
 def _derive(engine: Any, parent: str, tag: str, lines: list[str]) -> str:
-    dockerfile = "\n".join([f"FROM {parent}", *lines]).encode() + b"\n"
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile)
-        tar.addfile(info, io.BytesIO(dockerfile))
-    buf.seek(0)
+    buf = dockerfile_context("\n".join([f"FROM {parent}", *lines]) + "\n")
     image, _logs = engine.images.build(
         fileobj=buf, custom_context=True, tag=tag, rm=True, network_mode="none"
     )

@@ -137,6 +137,18 @@ def _build_failure(tag: str, step: str | None, message: str) -> str:
     return f"docker build of {tag} failed {where}: {message.splitlines()[0][:300]}{hint}"
 
 
+def dockerfile_context(dockerfile: str) -> io.BytesIO:
+    """A build context holding only ``Dockerfile`` (for ``custom_context=True`` builds)."""
+    data = dockerfile.encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    return buf
+
+
 def relabel(
     image_id: str,
     labels: dict[str, str],
@@ -151,13 +163,7 @@ def relabel(
     model's hash). Returns the new image id.
     """
     dc = _dc(docker_client)
-    dockerfile = f"FROM {image_id}\n".encode()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile)
-        tar.addfile(info, io.BytesIO(dockerfile))
-    buf.seek(0)
+    buf = dockerfile_context(f"FROM {image_id}\n")
     request = {"fileobj": buf, "custom_context": True, "labels": dict(labels), "dockerfile": "Dockerfile"}
     return _stream_build(dc, tag, request, on_line)
 
