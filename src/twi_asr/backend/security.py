@@ -79,8 +79,8 @@ def sign(secret: bytes, *parts: str) -> str:
 
 
 def verify_signature(secret: bytes, signature: str, *parts: str) -> bool:
-    """Constant-time check of a :func:`sign` result."""
-    return hmac.compare_digest(sign(secret, *parts), signature or "")
+    """Constant-time check of a :func:`sign` result (as bytes: compare_digest refuses non-ASCII text)."""
+    return hmac.compare_digest(sign(secret, *parts).encode(), (signature or "").encode("utf-8", "replace"))
 
 
 def load_secret_key(configured: str | None, data_dir: Path) -> bytes:

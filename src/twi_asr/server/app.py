@@ -38,7 +38,7 @@ from .schemas import (
     ResponseFormat,
     TranscriptionJSON,
     VerboseTranscriptionJSON,
-    document_empty_form_fields,
+    document_form_fields,
 )
 from .settings import ServerSettings
 from .state import ServerState
@@ -116,7 +116,7 @@ def create_app(
     _add_audio_routes(app, state)
     mount_page(app)
     build_openapi = app.openapi
-    app.openapi = lambda: app.openapi_schema or document_empty_form_fields(build_openapi())  # type: ignore[method-assign]
+    app.openapi = lambda: app.openapi_schema or document_form_fields(build_openapi())  # type: ignore[method-assign]
     return app
 
 

@@ -204,11 +204,16 @@ def verbose_from_transcript(
 
 
 EMPTY_FIELD = {"type": "string", "maxLength": 0}
+# The words pydantic reads as a boolean (in any case), which is how a form sends a flag.
+FLAG_WORDS = {
+    "type": "string",
+    "enum": ["0", "1", "f", "t", "n", "y", "no", "yes", "off", "on", "false", "true"],
+}
 
 
-def document_empty_form_fields(schema: dict[str, Any]) -> dict[str, Any]:
-    """FastAPI reads an empty form field as an absent one (its default), so the OpenAPI document
-    says so: every optional, non-file, non-list field of a form body also takes ``""``."""
+def document_form_fields(schema: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI reads a form field as text: an empty one as absent (its default), a flag from words
+    ("on", "no", "1"...). The OpenAPI document says so for every optional, non-file, non-list field."""
     components = schema.get("components", {}).get("schemas", {})
     for operation in (op for ops in schema.get("paths", {}).values() for op in ops.values()):
         form = operation.get("requestBody", {}).get("content", {}).get("multipart/form-data", {})
@@ -218,10 +223,11 @@ def document_empty_form_fields(schema: dict[str, Any]) -> dict[str, Any]:
             branches = field.get("anyOf", [field])
             if name in body.get("required", ()) or any(_skip_empty(b) for b in branches):
                 continue
+            words = [FLAG_WORDS] if any(b.get("type") == "boolean" for b in branches) else []
             meta = {k: field.pop(k) for k in ("title", "description", "default") if k in field}
             kept = field.pop("anyOf", None) or [dict(field)]
             field.clear()
-            field.update(anyOf=[*kept, EMPTY_FIELD], **meta)
+            field.update(anyOf=[*kept, *words, EMPTY_FIELD], **meta)
     return schema
 
 
