@@ -161,8 +161,6 @@ def _valid_as_sent(case: Any) -> bool:
                     return False
                 continue
             value = value[-1]
-            if isinstance(value, list):
-                return False
         text = value if isinstance(value, str) else json.dumps(value)
         readings: list[Any] = [text]
         with contextlib.suppress(ValueError):

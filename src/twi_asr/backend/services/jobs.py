@@ -225,8 +225,8 @@ def submit_s3_uri(
 
 
 def get_job(s: Any, user: User, job_id: str) -> Job:
-    """The user's job, or NotFound (also for another user's job)."""
-    job = s.get(Job, job_id)
+    """The user's job, or NotFound (also for another user's job, or an id no database can hold)."""
+    job = s.get(Job, job_id) if "\x00" not in job_id else None
     if job is None or job.user_id != user.id:
         raise NotFound(f"no job {job_id!r}", code="job_not_found")
     return job

@@ -74,7 +74,7 @@ def get_user(s: Any, name: str) -> User:
     """The user called ``name``, or NotFound."""
     from sqlalchemy import select
 
-    user = s.scalars(select(User).where(User.name == name)).first()
+    user = s.scalars(select(User).where(User.name == name)).first() if "\x00" not in name else None
     if user is None:
         raise NotFound(f"no user named {name!r}", code="user_not_found")
     return user
@@ -147,7 +147,8 @@ def list_users(s: Any) -> list[User]:
 def create_key(s: Any, user: User, name: str = "default") -> NewKey:
     """Another API key for ``user`` (a user may hold several)."""
     key, prefix, digest = new_api_key()
-    row = ApiKey(user_id=user.id, name=(name or "default")[:100], prefix=prefix, key_hash=digest)
+    label = "".join(c for c in name if c.isprintable())[:100]  # a label: no control characters (NUL)
+    row = ApiKey(user_id=user.id, name=label or "default", prefix=prefix, key_hash=digest)
     s.add(row)
     s.flush()
     return NewKey(row, key)
@@ -162,7 +163,7 @@ def list_keys(s: Any, user: User) -> list[ApiKey]:
 
 def revoke_key(s: Any, user: User, key_id: str) -> ApiKey:
     """Revoke one of the user's keys; a key of someone else is NotFound."""
-    row = s.get(ApiKey, key_id)
+    row = s.get(ApiKey, key_id) if "\x00" not in key_id else None  # NUL: no such key (nor column)
     if row is None or row.user_id != user.id:
         raise NotFound(f"no API key {key_id!r}", code="key_not_found")
     if row.revoked_at is None:
