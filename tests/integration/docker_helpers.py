@@ -10,6 +10,8 @@ a registry-less machine builds them offline apart from pip.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,26 @@ REQUIRED = os.environ.get("TWI_ASR_REQUIRE_DOCKER") == "1"
 # The ASR image with tiny.en baked in: the same tag and build args as test_docker_real.py's
 # `twi-asr docker build --model tiny.en`, so whichever module builds it, the other reuses its layers.
 ASR_IMAGE = "twi-asr:it-tiny-en"
+
+
+TWI_ASR = str(Path(sys.executable).with_name("twi-asr"))
+
+
+def run_cli(
+    *args: str, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``twi-asr ARGS`` as a user would (plain, wide output); never raises on a non-zero exit."""
+    environment = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **(env or {})}
+    return subprocess.run(
+        [TWI_ASR, *args], capture_output=True, text=True, timeout=timeout, env=environment, check=False
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    """``result``'s stdout, after asserting exit 0 (the failure shows both streams)."""
+    shown = f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    assert result.returncode == 0, shown
+    return result.stdout
 
 
 def skip_or_fail(message: str) -> None:

@@ -22,7 +22,6 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,12 +36,11 @@ from twi_asr.containers.images import dockerfile_context
 from twi_asr.provenance import file_sha256, git_commit
 from twi_asr.text import wer
 
-from .docker_helpers import ASR_IMAGE, REPO, base_image, docker_client, run_once
+from .docker_helpers import ASR_IMAGE, REPO, base_image, docker_client, ok, run_cli, run_once
 from .services import free_port
 
 pytestmark = pytest.mark.slow
 
-TWI_ASR = str(Path(sys.executable).with_name("twi-asr"))
 PREFIX = f"twi-asr-prov-{os.getpid()}"
 HF_IMAGE = "twi-asr:it-hf-tiny-en"
 DRIFT_IMAGE = f"twi-asr:it-drift-{os.getpid()}"
@@ -52,16 +50,10 @@ SOURCE = "https://example.org/twi-asr.git"
 
 
 def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", "TWI_ASR_SOURCE_URL": SOURCE}
-    return subprocess.run(
-        [TWI_ASR, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
-    )
+    return run_cli(*args, timeout=timeout, env={"TWI_ASR_SOURCE_URL": SOURCE})
 
 
-def _ok(result: subprocess.CompletedProcess[str]) -> str:
-    shown = f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    assert result.returncode == 0, shown
-    return result.stdout
+_ok = ok
 
 
 @pytest.fixture(scope="module")

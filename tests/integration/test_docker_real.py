@@ -22,7 +22,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -34,12 +33,12 @@ import pytest
 from twi_asr.text import wer
 
 from .conftest import Clip
+from .docker_helpers import ok, run_cli
 from .services import free_port
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-TWI_ASR = str(Path(sys.executable).with_name("twi-asr"))
 PREFIX = f"twi-asr-it-{os.getpid()}"
 IMAGE = "twi-asr:it-tiny-en"
 IMAGE_NO_MODEL = "twi-asr:it-no-model"
@@ -49,16 +48,10 @@ REQUIRED = os.environ.get("TWI_ASR_REQUIRE_DOCKER") == "1"
 
 def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run ``twi-asr ARGS`` as a user would; never raises on a non-zero exit."""
-    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
-    return subprocess.run(
-        [TWI_ASR, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
-    )
+    return run_cli(*args, timeout=timeout)
 
 
-def _ok(result: subprocess.CompletedProcess[str]) -> str:
-    shown = f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    assert result.returncode == 0, shown
-    return result.stdout
+_ok = ok
 
 
 @pytest.fixture(scope="module")
