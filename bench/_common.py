@@ -30,8 +30,9 @@ GNU_TIME = "/usr/bin/time"
 _RUSAGE_WRAPPER = """\
 import resource, subprocess, sys
 rc = subprocess.call(sys.argv[2:])
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
 with open(sys.argv[1], "w") as f:
-    f.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+    f.write(f"{u.ru_maxrss} {u.ru_utime:.2f} {u.ru_stime:.2f}")
 sys.exit(rc)
 """
 
@@ -44,6 +45,8 @@ class ProcessRun:
     peak_rss_kib: int | None
     returncode: int
     stderr_tail: str
+    cpu_s: float | None = None
+    """User + system CPU seconds of the process and its children (less noisy than wall on a busy machine)."""
 
 
 def rss_method() -> str:
@@ -52,19 +55,28 @@ def rss_method() -> str:
 
 
 def _wrap_for_rss(cmd: list[str], rss_file: Path) -> list[str]:
-    """Prefix ``cmd`` with whatever writes its peak RSS in KiB to ``rss_file``."""
+    """Prefix ``cmd`` with whatever writes "peak RSS KiB, user s, system s" to ``rss_file``."""
     if Path(GNU_TIME).is_file():
-        return [GNU_TIME, "-f", "%M", "-o", str(rss_file), *cmd]
+        return [GNU_TIME, "-f", "%M %U %S", "-o", str(rss_file), *cmd]
     return [sys.executable, "-c", _RUSAGE_WRAPPER, str(rss_file), *cmd]
 
 
-def _read_rss(rss_file: Path) -> int | None:
-    """The KiB figure from ``rss_file`` (GNU time may write a status line first)."""
+def _read_rss(rss_file: Path) -> tuple[int | None, float | None]:
+    """Peak RSS (KiB) and user + system CPU seconds from ``rss_file``.
+
+    GNU time may write a status line ("Command exited with non-zero status 1") first: the
+    figures are the last three words.
+    """
     try:
-        lines = rss_file.read_text().split()
+        words = rss_file.read_text().split()
     except OSError:
-        return None
-    return int(lines[-1]) if lines and lines[-1].isdigit() else None
+        return None, None
+    if len(words) < 3 or not words[-3].isdigit():
+        return None, None
+    try:
+        return int(words[-3]), round(float(words[-2]) + float(words[-1]), 2)
+    except ValueError:
+        return int(words[-3]), None
 
 
 def run_process(cmd: list[str], *, env: dict[str, str], timeout_s: float) -> ProcessRun:
@@ -77,11 +89,13 @@ def run_process(cmd: list[str], *, env: dict[str, str], timeout_s: float) -> Pro
             wrapped, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=timeout_s
         )
         wall = time.perf_counter() - start
+        rss, cpu = _read_rss(rss_file)
         return ProcessRun(
             wall_s=wall,
-            peak_rss_kib=_read_rss(rss_file),
+            peak_rss_kib=rss,
             returncode=proc.returncode,
             stderr_tail=proc.stderr[-2000:],
+            cpu_s=cpu,
         )
 
 
