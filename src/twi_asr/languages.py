@@ -8,7 +8,10 @@ default*, never to an error and never silently to English.
 
 from __future__ import annotations
 
-from .errors import UsageError
+import json
+from pathlib import Path
+
+from .errors import ModelNotFoundError, UsageError
 
 #: The codes Whisper's tokenizer has a language token for (code -> name).
 WHISPER_LANGUAGES: dict[str, str] = {
@@ -162,3 +165,37 @@ def resolve_language(requested: str | None, *, checkpoint_default: str | None) -
         f"unknown language {requested!r}: use a Whisper code such as 'en' or 'yo', "
         "'tw'/'ak' for Twi (the checkpoint's own default), or 'auto' to detect"
     )
+
+
+def write_default_language(folder: Path, language: str) -> str:
+    """Record ``language`` as the default of the Whisper checkpoint in ``folder``; return its code.
+
+    What a public Ghanaian fine-tune does (trained with a proxy token such as ``<|yo|>``): its
+    ``generation_config.json`` names the language, so ``--language tw`` decodes with that token in
+    both engines (the ctranslate2 engine reads the same file beside model.bin). Works on a
+    transformers checkpoint and on a CTranslate2 folder (the file is made if missing); an
+    English-only model (no such language token in its tokenizer.json) is refused.
+    """
+    code = language_code(language)
+    if code is None or code not in WHISPER_LANGUAGES:
+        raise UsageError(f"--default-language {language!r}: use a Whisper code such as 'yo'")
+    try:
+        added = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["added_tokens"]
+        tokens = {t.get("content") for t in added}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelNotFoundError(f"{folder} has no readable tokenizer.json: not a Whisper folder") from exc
+    if f"<|{code}|>" not in tokens:
+        raise UsageError(f"{folder} has no <|{code}|> token (English-only?): it cannot default to {code}")
+    gen_file = folder / "generation_config.json"
+    gen: dict[str, object] = {}
+    if gen_file.is_file():
+        try:
+            loaded = json.loads(gen_file.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ModelNotFoundError(f"{gen_file} is not JSON: {exc}") from exc
+        gen = loaded if isinstance(loaded, dict) else {}
+    gen["language"] = code
+    gen["task"] = "transcribe"
+    gen.pop("forced_decoder_ids", None)  # the old way to say it; language wins in both engines
+    gen_file.write_text(json.dumps(gen, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return code

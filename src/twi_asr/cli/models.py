@@ -12,6 +12,12 @@ from . import console
 
 app = typer.Typer(help="Known models, where they are, and conversions.", no_args_is_help=True)
 
+_DEFAULT_LANGUAGE = typer.Option(
+    "--default-language",
+    help="Make OUT a Twi stand-in: this Whisper code (e.g. yo, as public Ghanaian fine-tunes use) "
+    "becomes the checkpoint's default, which --language tw/ak decodes with.",
+)
+
 
 @app.command("list")
 def list_models(
@@ -91,14 +97,23 @@ def to_hf(
     ],
     out_dir: Annotated[Path, typer.Argument(help="Where to write the transformers checkpoint.")],
     dtype: Annotated[str, typer.Option("--dtype", help="float32 or float16.")] = "float32",
+    default_language: Annotated[str | None, _DEFAULT_LANGUAGE] = None,
 ) -> None:
-    """Rebuild a Hugging Face transformers checkpoint from a CTranslate2 Whisper folder (offline)."""
+    """Rebuild a Hugging Face transformers checkpoint from a CTranslate2 Whisper folder (offline).
+
+    CT2_DIR may also be an alias: ``twi-asr models to-hf base OUT`` (multilingual, no forced
+    language: it detects, or takes --language).
+    """
     from ..ct2_to_hf import convert_ct2_to_hf
+    from ..languages import write_default_language
     from ..models import resolve_model
 
     src = resolve_model(str(ct2_dir)).path if not ct2_dir.exists() else ct2_dir
     out = convert_ct2_to_hf(src, out_dir, dtype=dtype)
     console.info(f"wrote a transformers Whisper checkpoint to {out}")
+    if default_language:
+        code = write_default_language(out, default_language)
+        console.info(f"its default language is now {code}: --language tw decodes with <|{code}|>")
 
 
 @app.command("convert")
@@ -133,6 +148,7 @@ def bake(
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty OUT_DIR.")] = False,
+    default_language: Annotated[str | None, _DEFAULT_LANGUAGE] = None,
 ) -> None:
     """Make OUT_DIR a CTranslate2 folder from any model, with twi-asr-model.json saying what it is.
 
@@ -141,8 +157,11 @@ def bake(
     weights_hash) is printed as JSON. The Dockerfile's convert stage runs this.
     """
     from ..convert import bake as bake_model
+    from ..languages import write_default_language
 
     card = bake_model(spec, out_dir, quantization=quantization, force=force)
+    if default_language:
+        card["default_language"] = write_default_language(out_dir, default_language)
     console.stdout.out(json.dumps(card, indent=2))
     how = f"converted ({card['quantization']})" if card["converted_from"] else "copied"
     console.info(f"{spec}: {how} into {out_dir} (weights {card['weights_hash']}): use --model {out_dir}")
