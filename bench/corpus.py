@@ -70,7 +70,9 @@ ADDED_SENTENCES = [
     "The crowd cheered when the winners were announced.",
 ]
 SENTENCES_60 = SENTENCES + ADDED_SENTENCES
-VOICES_60 = ["en-us"] * len(SENTENCES) + ["en-gb" if i % 5 == 4 else "en-us" for i in range(len(ADDED_SENTENCES))]
+VOICES_60 = ["en-us"] * len(SENTENCES) + [
+    "en-gb" if i % 5 == 4 else "en-us" for i in range(len(ADDED_SENTENCES))
+]
 assert len(set(SENTENCES_60)) == 60, "the 60 sentences must be distinct"
 
 
