@@ -184,7 +184,7 @@ def _tensors(weights: Path) -> Iterator[tuple[str, np.ndarray]]:
     from safetensors import safe_open
 
     with safe_open(str(weights), framework="np") as f:
-        for hf_name in f.keys():
+        for hf_name in f.keys():  # noqa: SIM118 (safe_open is not iterable)
             name = ggml_name(hf_name)
             if name is None:
                 continue
