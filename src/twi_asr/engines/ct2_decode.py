@@ -4,7 +4,8 @@
 with a loaded faster-whisper ``WhisperModel`` once it has chosen the path of each clip: one
 encoder call and one beam-search ``generate`` per batch of clips of at most 30 s, on a window
 cut to the batch (:meth:`~CTranslate2Decoding._batch`), Whisper's no-speech and fallback
-rules on its results, a faster-whisper decode for clips that fail them or cannot be batched
+rules on its results (the temperature ladder on the batch's window, :mod:`.ct2_fallback`),
+a faster-whisper decode for clips that cannot be batched, or fail with no ladder to climb
 (:meth:`~CTranslate2Decoding._one`), and the teacher-forced ``align`` pass that scores the
 kept tokens (:meth:`~CTranslate2Decoding._score`). Loading and routing stay in
 :mod:`.ctranslate2`.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, cast
 
@@ -31,7 +33,8 @@ from .base import (
     token_logprobs,
     window_frames,
 )
-from .ct2_segments import _avg_logprob, tokens_to_segments
+from .ct2_fallback import BEST_OF, Attempt, attempt_of, is_silence, needs_fallback, temperature_ladder
+from .ct2_segments import tokens_to_segments
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,8 @@ class CTranslate2Decoding:
     engine: str
     model_name: str
     multilingual: bool
+    min_frames: int
+    """The shortest encoder window this model is given (see :func:`.base.window_frames`)."""
     _model: Any
 
     def _tokenizer(self, options: TranscribeOptions, language: str | None) -> Any:
@@ -62,12 +67,12 @@ class CTranslate2Decoding:
     ) -> list[Transcript]:
         """One encode + one beam-search generate for up to ``batch_size`` clips of at most 30 s."""
         import ctranslate2
-        from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
+        from faster_whisper.transcribe import get_compression_ratio
 
         fw = self._model
-        # the window: the longest clip + 2 s, at least 10 s; each clip padded with silence in the
+        # the window: the longest clip + 2 s, at least min_frames; each clip padded with silence in the
         # waveform (as openai-whisper and transformers do), not with zero features
-        frames = window_frames(max(len(a) for a in clips) // HOP_LENGTH + 1)
+        frames = window_frames(max(len(a) for a in clips) // HOP_LENGTH + 1, self.min_frames)
         samples = frames * HOP_LENGTH
         batch = np.stack(
             [fw.feature_extractor(np.pad(a, (0, max(0, samples - len(a)))))[:, :frames] for a in clips]
@@ -93,42 +98,47 @@ class CTranslate2Decoding:
             prompts,
             beam_size=options.beam_size,
             patience=1,
-            length_penalty=1,
-            max_length=fw.max_length,
-            return_scores=True,
-            return_no_speech_prob=True,
-            suppress_blank=True,
-            suppress_tokens=list(get_suppressed_tokens(tokenizer, [-1]) or []),
-            max_initial_timestamp_index=MAX_INITIAL_TIMESTAMP_INDEX,
+            **self._generate_kwargs(tokenizer),
         )
+
+        ratio_of = _ratio_counter(tokenizer, get_compression_ratio)
+        attempts = [attempt_of(r, options.temperatures[0], ratio_of) for r in generated]
+        failing = [
+            k for k, a in enumerate(attempts) if not is_silence(a, options) and needs_fallback(a, options)
+        ]
+        redo: set[int] = set()
+        if failing and len(options.temperatures) > 1:  # the ladder, on this batch's window
+            log.debug("%d clip(s) of a batch failed the thresholds: sampling them again", len(failing))
+            sampler = _Sampler(fw.model, batch, prompts, failing, options, self._generate_kwargs(tokenizer))
+            for k, attempt in zip(
+                failing,
+                temperature_ladder([attempts[k] for k in failing], sampler, ratio_of, options),
+                strict=True,
+            ):
+                attempts[k] = attempt
+        else:  # one temperature only: faster-whisper decodes it again on a full 30 s window
+            redo = set(failing)
 
         out: list[Transcript | None] = []
         kept: dict[int, tuple[list[int], list[int]]] = {}  # clip -> (tokens, text positions)
-        for k, (audio, lang, result) in enumerate(zip(clips, languages, generated, strict=True)):
+        for k, (audio, lang, attempt) in enumerate(zip(clips, languages, attempts, strict=True)):
             duration = len(audio) / SAMPLE_RATE
-            tokens = list(result.sequences_ids[0])
-            avg_logprob = _avg_logprob(result.scores[0], len(tokens))
-            ratio = get_compression_ratio(tokenizer.decode(tokens).strip())
-            if self._is_silence(result.no_speech_prob, avg_logprob, options):
-                segments: list[Segment] = []
-            elif self._needs_fallback(ratio, avg_logprob, options):
-                log.debug(
-                    "batched decode of a %.1f s clip failed the thresholds: decoding it alone", duration
-                )
+            if k in redo:
                 out.append(self._one(audio, options, language))
                 continue
-            else:
+            segments: list[Segment] = []
+            if not is_silence(attempt, options):
                 positions: list[int] = []
                 segments = [
                     replace(
                         s,
-                        avg_logprob=round(avg_logprob, 4),
-                        compression_ratio=round(ratio, 4),
-                        no_speech_prob=round(float(result.no_speech_prob), 4),
-                        temperature=0.0,
+                        avg_logprob=round(attempt.avg_logprob, 4),
+                        compression_ratio=round(attempt.compression_ratio, 4),
+                        no_speech_prob=round(attempt.no_speech_prob, 4),
+                        temperature=attempt.temperature,
                     )
                     for s in tokens_to_segments(
-                        tokens,
+                        attempt.tokens,
                         tokenizer.timestamp_begin,
                         tokenizer.eot,
                         tokenizer.decode,
@@ -137,7 +147,7 @@ class CTranslate2Decoding:
                     )
                 ]
                 if options.token_logprobs:
-                    kept[k] = (tokens, positions)
+                    kept[k] = (attempt.tokens, positions)
             out.append(
                 make_transcript(
                     segments,
@@ -202,18 +212,29 @@ class CTranslate2Decoding:
                 )
         return out
 
+    def _generate_kwargs(self, tokenizer: Any) -> dict[str, Any]:
+        """What every batched ``generate`` call of a batch shares, beam search or sampling."""
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        return {
+            "length_penalty": 1,
+            "max_length": self._model.max_length,
+            "return_scores": True,
+            "return_no_speech_prob": True,
+            "suppress_blank": True,
+            "suppress_tokens": list(get_suppressed_tokens(tokenizer, [-1]) or []),
+            "max_initial_timestamp_index": MAX_INITIAL_TIMESTAMP_INDEX,
+        }
+
     @staticmethod
     def _is_silence(no_speech_prob: float, avg_logprob: float, options: TranscribeOptions) -> bool:
-        """Whisper's no-speech rule: likely no speech, and the text is not confident enough to keep."""
-        if options.no_speech_threshold is None or no_speech_prob <= options.no_speech_threshold:
-            return False
-        return options.log_prob_threshold is None or avg_logprob <= options.log_prob_threshold
+        """Whisper's no-speech rule (see :func:`.ct2_fallback.is_silence`)."""
+        return is_silence(Attempt([], avg_logprob, 0.0, no_speech_prob, 0.0), options)
 
     @staticmethod
     def _needs_fallback(compression_ratio: float, avg_logprob: float, options: TranscribeOptions) -> bool:
-        """The thresholds at which Whisper retries at a higher temperature."""
-        crt, lpt = options.compression_ratio_threshold, options.log_prob_threshold
-        return (crt is not None and compression_ratio > crt) or (lpt is not None and avg_logprob < lpt)
+        """The thresholds at which Whisper retries at a higher temperature (see :mod:`.ct2_fallback`)."""
+        return needs_fallback(Attempt([], avg_logprob, compression_ratio, 0.0, 0.0), options)
 
     def _one(self, audio: np.ndarray, options: TranscribeOptions, language: str | None) -> Transcript:
         duration = len(audio) / 16000.0
@@ -301,7 +322,7 @@ class CTranslate2Decoding:
         import ctranslate2
 
         fw = self._model
-        frames = window_frames(len(audio) // HOP_LENGTH + 1)
+        frames = window_frames(len(audio) // HOP_LENGTH + 1, self.min_frames)
         padded = np.pad(audio, (0, max(0, frames * HOP_LENGTH - len(audio))))
         features = np.ascontiguousarray(fw.feature_extractor(padded)[:, :frames][None])
         encoded = fw.model.encode(ctranslate2.StorageView.from_array(features), to_cpu=False)
@@ -310,3 +331,48 @@ class CTranslate2Decoding:
         prompt = fw.get_prompt(tokenizer, previous, without_timestamps=False)
         kept = {0: (text_tokens, list(range(len(text_tokens))))}
         return self._score(encoded, features, [prompt], kept, [len(audio) // HOP_LENGTH])[0]
+
+
+def _ratio_counter(tokenizer: Any, ratio: Callable[[str], float]) -> Callable[[list[int]], float]:
+    """Compression ratio of a token sequence's text (Whisper's repetition measure)."""
+    return lambda tokens: float(ratio(tokenizer.decode(tokens).strip()))
+
+
+class _Sampler:
+    """Samples the failing clips of a batch again at a temperature, on the batch's window.
+
+    Their features are encoded once (the first time the ladder needs them) and kept for the
+    following temperatures; ``members`` index the failing clips, as the ladder asks.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        mels: np.ndarray,
+        prompts: list[list[int]],
+        failing: list[int],
+        options: TranscribeOptions,
+        kwargs: dict[str, Any],
+    ) -> None:
+        self._model, self._mels, self._prompts, self._failing = model, mels, prompts, failing
+        self._kwargs = kwargs
+        self._encoded: tuple[tuple[int, ...], Any] | None = None
+
+    def __call__(self, members: list[int], temperature: float) -> list[Any]:
+        import ctranslate2
+
+        clips = tuple(self._failing[m] for m in members)
+        if self._encoded is None or self._encoded[0] != clips:
+            features = ctranslate2.StorageView.from_array(np.ascontiguousarray(self._mels[list(clips)]))
+            self._encoded = (clips, self._model.encode(features, to_cpu=False))
+        return list(
+            self._model.generate(
+                self._encoded[1],
+                [list(self._prompts[k]) for k in clips],
+                beam_size=1,
+                num_hypotheses=BEST_OF,
+                sampling_topk=0,
+                sampling_temperature=temperature,
+                **self._kwargs,
+            )
+        )

@@ -3,14 +3,16 @@
 Clips of up to 30 s are decoded in real batches, shortest first: one encoder
 call and one beam-search ``generate`` call per batch, on a window that is only
 as long as the longest clip of the batch plus 2 s of silence, and at least
-10 s (not Whisper's fixed 30 s; see :func:`.base.window_frames`). A clip whose
-batched result looks like a failure (too repetitive, or too unlikely) is decoded
-again on its own by faster-whisper, which owns the temperature-fallback ladder;
-so do clips longer than 30 s (long-form seeking) and requests for word timestamps
-(word alignment).
+10 s (8 s for an English-only model; not Whisper's fixed 30 s; see
+:func:`.base.window_frames`). On CPU the batches of a call run side by side, one
+model replica and one thread each (:mod:`.ct2_threads`). A clip whose batched result
+looks like a failure (too repetitive, or too unlikely) is sampled again at the next
+temperatures of the ladder on its batch's window (:mod:`.ct2_fallback`); with a single
+temperature it is decoded again on its own by faster-whisper on a full 30 s window, as are
+clips longer than 30 s (long-form seeking) and requests for word timestamps (word alignment).
 
 Every segment carries its window's ``avg_logprob``, ``compression_ratio``, ``no_speech_prob``
-and ``temperature`` (0.0 on the batched path; faster-whisper's own values on the other), and
+and ``temperature`` (the ladder's on the batched path; faster-whisper's own values on the other), and
 the transcript its ``language_probability`` (detect_language's top score; 1.0 when the
 language was given or the model is English-only, as faster-whisper reports it).
 
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import cast
 
@@ -44,9 +47,18 @@ import numpy as np
 from ..errors import DependencyMissingError, UsageError
 from ..languages import language_code, resolve_language
 from ..types import TranscribeOptions, Transcript
-from .base import MAX_FRAMES, MIN_FRAMES, SAMPLE_RATE, AudioInput, make_transcript, window_frames  # noqa: F401
+from .base import (  # noqa: F401
+    ENGLISH_MIN_FRAMES,
+    MAX_FRAMES,
+    MIN_FRAMES,
+    SAMPLE_RATE,
+    AudioInput,
+    make_transcript,
+    window_frames,
+)
 from .ct2_decode import MAX_BATCHED_SECONDS, MAX_INITIAL_TIMESTAMP_INDEX, CTranslate2Decoding  # noqa: F401
 from .ct2_segments import TIME_PRECISION, _avg_logprob, tokens_to_segments  # noqa: F401
+from .ct2_threads import plan_threads, split_evenly
 
 # re-exported, where tests and callers have always read them: MAX_FRAMES, MIN_FRAMES, window_frames,
 # MAX_INITIAL_TIMESTAMP_INDEX, TIME_PRECISION, tokens_to_segments, _avg_logprob
@@ -123,6 +135,9 @@ class CTranslate2Transcriber(CTranslate2Decoding):
             device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
         if compute_type == "default":
             compute_type = "float16" if device == "cuda" else "int8"
+        plan = plan_threads(device, cpu_threads, workers)
+        self.lanes = plan.lanes
+        """Batches of one ``transcribe`` call decoded at the same time (see :mod:`.ct2_threads`)."""
         self.model_name = model_name
         self.device = device
         self.compute_type = compute_type
@@ -136,13 +151,14 @@ class CTranslate2Transcriber(CTranslate2Decoding):
                 str(path),
                 device=device,
                 compute_type=compute_type,
-                cpu_threads=cpu_threads,
-                num_workers=workers,
+                cpu_threads=plan.intra_threads,
+                num_workers=plan.inter_threads,
             )
         except ValueError as exc:  # e.g. a compute type the device cannot do
             raise UsageError(f"cannot load {path} on {device} as {compute_type}: {exc}") from exc
         self.multilingual: bool = bool(self._model.model.is_multilingual)
         self._default_language = checkpoint_default_language(path)
+        self.min_frames = MIN_FRAMES if self.multilingual else ENGLISH_MIN_FRAMES
 
     def transcribe(
         self, audios: Sequence[AudioInput], options: TranscribeOptions | None = None
@@ -183,11 +199,18 @@ class CTranslate2Transcriber(CTranslate2Decoding):
             else:  # silence, long-form, word timestamps, sampling from the first try
                 results[i] = self._one(audio, options, language)
         batched.sort(key=lambda i: len(clips[i]))  # similar lengths share a window: little padding
-        for first in range(0, len(batched), self.batch_size):
-            chunk = batched[first : first + self.batch_size]
-            for i, result in zip(
-                chunk, self._batch([clips[i] for i in chunk], options, language), strict=True
-            ):
+        chunks = split_evenly(batched, self.batch_size, self.lanes)
+
+        def run(chunk: list[int]) -> list[Transcript]:
+            return self._batch([clips[i] for i in chunk], options, language)
+
+        if self.lanes > 1 and len(chunks) > 1:  # batches side by side, one replica and thread each
+            with ThreadPoolExecutor(max_workers=self.lanes, thread_name_prefix="twi-asr-ct2") as pool:
+                done = list(pool.map(run, chunks))
+        else:
+            done = [run(chunk) for chunk in chunks]
+        for chunk, transcripts in zip(chunks, done, strict=True):
+            for i, result in zip(chunk, transcripts, strict=True):
                 results[i] = result
         assert all(r is not None for r in results)
         return cast("list[Transcript]", results)
