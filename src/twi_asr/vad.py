@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from .types import Segment, Transcript, Word
@@ -38,12 +38,24 @@ VAD_CHUNK_S = 600.0
 """Audio the VAD reads at once, which bounds its working memory (see :func:`speech_regions`)."""
 
 
+MISSED_GAP_S = 0.3
+"""A speech region of a piece that starts no earlier than this before the piece's last segment
+ends was not transcribed (see :func:`missed_tail`): Whisper ends the last segment it writes
+where the next sentence starts (5-minute file, tiny.en: a segment ending at 24.8 s, the
+region it skipped starting at 24.8 s)."""
+MIN_TAIL_S = 1.0
+"""Shortest missed tail decoded again: less is a breath or a click, not a sentence."""
+
+
 @dataclass(frozen=True)
 class Piece:
-    """A span ``[start, end)`` of a clip, in samples."""
+    """A span ``[start, end)`` of a clip, in samples, and the speech regions inside it."""
 
     start: int
     end: int
+    regions: tuple[tuple[int, int], ...] = field(default=(), compare=False)
+    """The VAD's speech spans in the piece (samples in the clip), in order; not part of its
+    identity (a piece is its span)."""
 
     @property
     def offset(self) -> float:
@@ -108,22 +120,45 @@ def merge_regions(
     """
     pieces: list[Piece] = []
     start = end = -1
+    inside: list[tuple[int, int]] = []
     for r_start, r_end in regions:
         r_start, r_end = max(0, r_start), min(total, r_end)
         if r_end <= r_start:
             continue
         if start >= 0 and r_end - start <= max_samples:
             end = max(end, r_end)
+            inside.append((r_start, r_end))
             continue
         if start >= 0:
-            pieces.append(Piece(start, end))
+            pieces.append(Piece(start, end, tuple(inside)))
         start, end = r_start, r_end
         while end - start > max_samples:
-            pieces.append(Piece(start, start + max_samples))
+            pieces.append(Piece(start, start + max_samples, ((start, start + max_samples),)))
             start += max_samples
+        inside = [(start, end)]
     if start >= 0:
-        pieces.append(Piece(start, end))
+        pieces.append(Piece(start, end, tuple(inside)))
     return pieces
+
+
+def missed_tail(piece: Piece, part: Transcript) -> Piece | None:
+    """The end of ``piece`` that its transcript ``part`` left out, if a whole speech region was.
+
+    Decoded in a window with only ~2 s of silence after it, Whisper sometimes ends a long piece
+    before its last sentence (it expects a next window, as in its sequential loop, which goes on
+    from its last timestamp). When a speech region starts at most :data:`MISSED_GAP_S` before
+    the last segment ends (or after it) and at least :data:`MIN_TAIL_S` of the piece follows,
+    that rest (from the region's start) is a piece of its own to decode. None when nothing was
+    missed, or when the piece gave no segment at all (noise the model rightly skipped).
+    """
+    if not part.segments:
+        return None
+    heard = piece.start + int(part.segments[-1].end * SAMPLE_RATE)
+    gap = int(MISSED_GAP_S * SAMPLE_RATE)
+    rest = [r for r in piece.regions if r[0] >= heard - gap]
+    if not rest or piece.end - rest[0][0] < MIN_TAIL_S * SAMPLE_RATE:
+        return None
+    return Piece(rest[0][0], piece.end, tuple(rest))
 
 
 def split_on_silence(audio: np.ndarray) -> list[Piece]:
@@ -195,6 +230,20 @@ def transcribe_split(
             plan.append(len(work))
             work.append(audio)
     done = decode(work) if work else []
+    # pieces whose last sentence was not transcribed: their rest, decoded together, once
+    tails: dict[int, Piece] = {}  # index of the piece's part in work -> its missed tail
+    for step in plan:
+        if not isinstance(step, int):
+            first, pieces = step
+            for k, piece in enumerate(pieces):
+                tail = missed_tail(piece, done[first + k])
+                if tail is not None:
+                    tails[first + k] = tail
+    if tails:
+        log.debug("%d pieces ended before their last speech: decoding their rest", len(tails))
+        tail_parts = dict(
+            zip(tails, decode([_cut(audios, plan, i, t) for i, t in tails.items()]), strict=True)
+        )
     out: list[Transcript] = []
     for audio, step in zip(audios, plan, strict=True):
         if isinstance(step, int):
@@ -205,6 +254,23 @@ def transcribe_split(
         if not pieces:
             out.append(empty(duration))
             continue
-        parts = done[first : first + len(pieces)]
-        out.append(stitch(pieces, parts, duration=duration, language=parts[0].language))
+        spans: list[Piece] = []
+        parts: list[Transcript] = []
+        for k, piece in enumerate(pieces):
+            spans.append(piece)
+            parts.append(done[first + k])
+            if first + k in tails:
+                spans.append(tails[first + k])
+                parts.append(tail_parts[first + k])
+        out.append(stitch(spans, parts, duration=duration, language=parts[0].language))
     return out
+
+
+def _cut(
+    audios: Sequence[np.ndarray], plan: Sequence[tuple[int, list[Piece]] | int], index: int, piece: Piece
+) -> np.ndarray:
+    """The samples of ``piece`` of the long clip whose part sits at ``index`` of the work list."""
+    for audio, step in zip(audios, plan, strict=True):
+        if not isinstance(step, int) and step[0] <= index < step[0] + len(step[1]):
+            return audio[piece.start : piece.end]
+    raise ValueError(f"no long clip holds work item {index}")
