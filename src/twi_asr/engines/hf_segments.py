@@ -10,16 +10,11 @@ the chosen tokens' log-probabilities from the per-step scores.
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any
 
 from ..text import compression_ratio
 from ..types import Segment, TokenLogprob, TranscribeOptions, Word
 from .base import clamp_words, clean_text, token_logprobs
-
-
-class _Judged(Protocol):
-    avg_logprob: float | None
 
 
 class TransformersSegments:
@@ -143,15 +138,3 @@ class TransformersSegments:
         if cur:
             words.append(Word(start=cur_start, end=cur_end, word=tok.decode(cur).strip()))
         return [w for w in words if w.word]
-
-    def _first_pass_quality(
-        self, segments: list[Segment], judged: _Judged, temperature: float
-    ) -> list[Segment]:
-        """A clip kept from :mod:`.hf_fallback`'s plain first pass: its window's average
-        log-probability and temperature (generate kept no scores for them), and the text's
-        compression ratio, on every segment."""
-        ratio = round(compression_ratio(" ".join(s.text for s in segments).strip()), 4) if segments else 0.0
-        avg = None if judged.avg_logprob is None else round(judged.avg_logprob, 4)
-        return [
-            replace(s, avg_logprob=avg, temperature=temperature, compression_ratio=ratio) for s in segments
-        ]

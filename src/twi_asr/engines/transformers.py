@@ -17,15 +17,10 @@ values. That copy was 30 % of the batched decode on 2 CPU cores; during our
 calls it is skipped (:func:`skip_cross_attention_reorder`), token-for-token
 the same output.
 
-Temperature fallback: a short-form batch is decoded once at the ladder's first temperature
-with no per-step scores kept, and only the clips that fail transformers' rule (compression
-ratio, average log-probability) go through transformers' own fallback again
-(:mod:`.hf_fallback`): its per-step score copies were most of the peak RSS on long files.
-
 Decode quality: ``compression_ratio`` of each window's text always; ``avg_logprob`` and
-``temperature`` from that first pass (:class:`.hf_fallback.ScoreRecorder`), or when generate
-kept per-step scores and the temperature is known (the ladder's re-decode keeps them; with a
-single temperature they are kept only for ``token_logprobs``).
+``temperature`` when generate kept per-step scores and the temperature is known: the default
+temperature ladder makes transformers keep them (its fallback needs them), so they cost
+nothing more there; with a single temperature they are kept only for ``token_logprobs``.
 ``no_speech_prob`` stays None (transformers keeps it inside a logits processor).
 ``language_probability``: the softmax over language tokens of the detection step (1.0 when
 the language is given or the model English-only).
@@ -48,7 +43,6 @@ from ..errors import DependencyMissingError, ModelNotFoundError, UsageError
 from ..languages import language_code, resolve_language
 from ..types import TranscribeOptions, Transcript
 from .base import HOP_LENGTH, MAX_FRAMES, SAMPLE_RATE, AudioInput, make_transcript, window_frames
-from .hf_fallback import FirstPass, decode_with_fallback
 from .hf_segments import TransformersSegments
 from .hf_speedups import (
     fit_window,
@@ -81,7 +75,6 @@ class TransformersTranscriber(TransformersSegments):
         skip_cross_reorder: bool = True,
         long_form: str = "auto",
         cpu_threads: int = 0,
-        plain_first: bool = True,
     ) -> None:
         """Load the checkpoint in ``path``.
 
@@ -89,8 +82,7 @@ class TransformersTranscriber(TransformersSegments):
         (CPU only: ``torch.ao.quantization.quantize_dynamic`` on every Linear layer, an explicit
         speed-for-accuracy trade). ``batch_size``: clips per ``generate`` call, 0 = auto (16 on
         CUDA, 4 on CPU). ``fit_windows`` / ``skip_cross_reorder``: the two speed-ups described
-        in the module docstring, on by default; off only to measure or to rule them out;
-        ``plain_first`` likewise (see :mod:`.hf_fallback`).
+        in the module docstring, on by default; off only to measure or to rule them out.
         ``long_form``: clips over 30 s are ``vad`` split on silence and batched
         (:mod:`twi_asr.vad`), or decoded by transformers' ``sequential`` loop; ``auto`` = vad
         when faster-whisper and onnxruntime are installed. ``cpu_threads``: torch's intra-op
@@ -131,9 +123,6 @@ class TransformersTranscriber(TransformersSegments):
         8 were no faster (6.2 s) and raised the peak RSS from 0.86 to 1.15 GB (beam search holds
         every beam's cross-attention keys and values)."""
         self.skip_cross_reorder = skip_cross_reorder
-        self.plain_first = plain_first
-        """Short-form batches: one plain decode, then the fallback ladder for the failing clips only
-        (:mod:`.hf_fallback`); False = transformers' own fallback on the whole batch."""
         self._torch = torch
         load_dtype = torch.float32 if dtype == "int8" else getattr(torch, dtype)
         try:
@@ -294,22 +283,11 @@ class TransformersTranscriber(TransformersSegments):
                 found = self._language_probabilities
                 sureness = list(found) if len(found) == len(batch) else [None] * len(batch)
                 kw["language"] = detected
-            passes: list[FirstPass | None] = [None] * len(batch)
-            if long_form or not self.plain_first or len(options.temperatures) < 2 or options.token_logprobs:
-                found_segments = self.model.generate(features, attention_mask=mask, **kw)["segments"]
-            else:  # one plain batched pass; the ladder for the failing clips only (hf_fallback)
-                found_segments, passes = decode_with_fallback(
-                    self.model, features, mask, kw, temperatures=options.temperatures,
-                    compression_ratio_threshold=options.compression_ratio_threshold,
-                    log_prob_threshold=options.log_prob_threshold,
-                )  # fmt: skip
+            out = self.model.generate(features, attention_mask=mask, **kw)
         transcripts = []
         for b, audio in enumerate(batch):
             duration = len(audio) / SAMPLE_RATE
-            segs, logprobs = self._segments(found_segments[b], duration, options)
-            first = passes[b]
-            if first is not None:
-                segs = self._first_pass_quality(segs, first, options.temperatures[0])
+            segs, logprobs = self._segments(out["segments"][b], duration, options)
             lang = detected[b] if self.multilingual else "en"
             transcripts.append(
                 make_transcript(
