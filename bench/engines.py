@@ -247,6 +247,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--list", action="store_true", help="print the rows that would run, and exit")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="clips and converted weights")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write the results")
+    p.add_argument("--out-dir", type=Path, help="where rows write their text (default: CACHE_DIR/outputs)")
     p.add_argument("--rebuild", action="store_true", help="regenerate the inputs and the converted weights")
     p.add_argument("--no-warmup", action="store_true", help="skip the untimed page-cache warm-up import")
     args = p.parse_args(argv)
@@ -331,10 +332,11 @@ def main(argv: list[str] | None = None) -> int:
     sets = [args.only] if args.only else ["short", "long"]
     sweep = {1: args.wcpp_ctx_b1, BEAM: args.wcpp_ctx_b5}
     env = clean_env()
+    outputs = args.out_dir or args.cache_dir / "outputs"
     results: dict[str, dict[str, list[Row]]] = {m: {} for m in models}
     with tempfile.TemporaryDirectory(prefix="bench-engines-") as tmp:
         plan = {
-            (m, s): row_specs(models[m], inputs[s], Path(tmp), args.cache_dir / "outputs", audio_ctx=sweep)
+            (m, s): row_specs(models[m], inputs[s], Path(tmp), outputs, audio_ctx=sweep)
             for m in models
             for s in sets
         }
