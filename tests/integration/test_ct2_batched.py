@@ -171,6 +171,7 @@ def test_initial_prompt_reaches_the_prompt(
     from faster_whisper.tokenizer import Tokenizer
 
     tok = Tokenizer(ct2_engine._model.hf_tokenizer, False)
+    monkeypatch.setattr(ct2_engine, "lanes", 1)  # one batch of two (lanes would make two of one)
     spy = spy_model(ct2_engine, monkeypatch)
     ct2_engine.transcribe(audios[:2], OPTIONS)
     assert spy.calls[0]["prompts"] == [[tok.sot]] * 2  # tiny.en: no language or task token
@@ -275,6 +276,7 @@ def test_batched_prompt_has_the_language_and_task(
     ids = _ids(folder)
     engine = CTranslate2Transcriber(folder, model_name="tiny-yo")
     assert engine.multilingual
+    monkeypatch.setattr(engine, "lanes", 1)  # one batch of two (lanes would make two of one)
     spy = spy_model(engine, monkeypatch)
     fw = spy_per_clip(engine, monkeypatch)
     out = engine.transcribe(
@@ -294,6 +296,7 @@ def test_batched_detection_gives_each_clip_its_own_language(
     folder = multilingual_ct2["plain"]
     ids = _ids(folder)
     engine = CTranslate2Transcriber(folder, model_name="tiny-plain")
+    monkeypatch.setattr(engine, "lanes", 1)  # one batch of two (lanes would make two of one)
     detected: list[int] = []
 
     def detect(features: Any) -> list[list[tuple[str, float]]]:
