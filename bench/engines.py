@@ -29,7 +29,10 @@ mean something only on an otherwise idle machine: the load average is recorded, 
 
 Run: ``python bench/engines.py [--models tiny.en base] [--only short|long] [--repeat N]
 [--rows KEY ...] [--wcpp-ctx-b5 1024 ...] [--list]``. Results: ``bench/results/engines.json``.
-A full run (both models, both sets, repeat 1) takes about 45 minutes on 2 cores; see ``--lean``.
+Duration (estimated from single-thread CPU seconds on 8 clips and the last quiet 20-clip run,
+not yet measured whole): both models, both sets, repeat 1, about 50 minutes on a quiet 2-core
+EPYC, whisper.cpp's sweep about 22 of them; ``--lean`` (beam 5 sweeps only 1024) about 45;
+``--lean --wcpp-ctx-b1 fit 768 1024`` about 40.
 """
 
 from __future__ import annotations
@@ -238,7 +241,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--lean",
         action="store_true",
-        help=f"trim the sweep: all values at beam 1, only {LEAN_B5} at beam 5 (about 1/3 less time)",
+        help=f"trim the sweep: all values at beam 1, only {LEAN_B5} at b5 (~30%% less whisper.cpp time)",
     )
     p.add_argument("--no-whispercpp", action="store_true", help="skip the whisper.cpp rows")
     p.add_argument(
