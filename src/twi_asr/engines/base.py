@@ -35,15 +35,15 @@ TAIL_FRAMES = 200
 """Silence after the longest clip of a batch (2 s): trimmed exactly to the speech, Whisper
 does not find its end (no end-of-text, loops)."""
 FRAME_STEP = 100  # windows are whole seconds, so batches of similar clips share a shape
-ENGLISH_MIN_FRAMES = 800
-"""Shortest batched window (8 s) for an English-only checkpoint (the CTranslate2 engine).
+ENGLISH_MIN_FRAMES = MIN_FRAMES
+"""Shortest batched window for an English-only checkpoint: 10 s too, as for every model.
 
-Measured 2026-12 on tiny.en (int8, beam 5, batches of 8) over 180 espeak-ng clips of 2-4 s
-(the bench's 60 and the same sentences in two more voices), WER by floor 10/8/6/4 s:
-0.129/0.124/0.140/0.142 (60 clips) and 0.114/0.113/0.121/0.121 (120 clips); 8 s took
-6-14 % less CPU than 10 s. Multilingual base lost words below 10 s (60 clips, language
-en: 0.090/0.099/0.114/0.117), so multilingual checkpoints (every Twi fine-tune) keep
-:data:`MIN_FRAMES`."""
+An 8 s floor was tried 2026-12 on tiny.en (int8, beam 5, batches of 8): WER by floor
+10/8/6/4 s 0.129/0.124/0.140/0.142 on 60 espeak-ng clips and 0.114/0.113/0.121/0.121 on 120,
+6-14 % less CPU at 8 s; but the browser's fake-microphone clip lost 3 of 7 words at 8 s
+("The plain land of the safely ...") and none at 10 s. A 0.005 corpus gain is noise beside
+that, so the floor stays 10 s. Multilingual base lost words below 10 s too (60 clips,
+language en: 0.090/0.099/0.114/0.117)."""
 
 
 def window_frames(longest: int, floor: int = MIN_FRAMES) -> int:
