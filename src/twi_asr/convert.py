@@ -19,19 +19,18 @@ Three jobs, one converter:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import shutil
 import struct
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 from .config import default_cache_dir
 from .errors import DependencyMissingError, EnvironmentProblem, ModelNotFoundError, UsageError
+from .model_parts import file_lock
 from .models import MODEL_CARD, ResolvedModel, detect_format, resolve_model
 
 log = logging.getLogger(__name__)
@@ -239,22 +238,6 @@ def no_torch_refusal(model: str, why: str) -> DependencyMissingError:
     )
 
 
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """An exclusive lock file, so concurrent processes convert once (no-op where fcntl is missing)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: the rename race below still keeps it safe
-        yield
-        return
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _usable(folder: Path) -> bool:
     return detect_format(folder) == "ctranslate2" and (folder / MODEL_CARD).is_file()
 
@@ -283,7 +266,7 @@ def converted_in_cache(
         raise no_torch_refusal(model.name, "its weights are pytorch_model.bin, which only torch can read")
     try:
         root.mkdir(parents=True, exist_ok=True)
-        with _lock(root / f".{final.name}.lock"):
+        with file_lock(root / f".{final.name}.lock"):
             if _usable(final):  # another process converted it while we waited
                 return ct2
             tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=root))
