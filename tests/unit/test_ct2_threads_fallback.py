@@ -33,11 +33,13 @@ def test_thread_plan(device: str, cpu_threads: int, workers: int, cores: int, ex
 
 
 def test_window_floor_for_english_only_models() -> None:
-    assert ENGLISH_MIN_FRAMES < MIN_FRAMES
+    # An 8 s floor for English-only checkpoints bought 0.005 corpus WER and lost 3 of 7 words on the
+    # browser's fake-microphone clip (c254abd): every checkpoint keeps the 10 s floor.
+    assert ENGLISH_MIN_FRAMES == MIN_FRAMES == 1000
     assert window_frames(301) == MIN_FRAMES
     assert window_frames(301, ENGLISH_MIN_FRAMES) == ENGLISH_MIN_FRAMES
-    assert window_frames(401, ENGLISH_MIN_FRAMES) == ENGLISH_MIN_FRAMES  # 4 s + 2 s, up to the floor
-    assert window_frames(701, ENGLISH_MIN_FRAMES) == 1000  # longer clips: the clip + 2 s, as before
+    assert window_frames(901, ENGLISH_MIN_FRAMES) == 1200  # longer clips: the clip + 2 s, whole seconds
+    assert window_frames(3001) == 3000  # at most 30 s
 
 
 def _result(tokens: int, score: float, no_speech: float = 0.0) -> SimpleNamespace:
