@@ -2,7 +2,8 @@
 
 One running ``twi-asr serve --model tiny.en`` (CTranslate2, the alias's default engine) serves
 both paths. The backend (``twi-asr backend serve``: SQLite, a local folder, its defaults: idle
-workers poll the database every 1 s, and a submit wakes them at once) runs with 1 worker, then 2 (``TWI_ASR_WORKERS``);
+workers poll the database every 1 s, and a submit wakes them at once) runs with 1 worker,
+then 2 (``TWI_ASR_WORKERS``);
 the reference is 8001 called through ``twi_asr.client.TwiAsrClient`` with as many requests in
 flight (1, then 2). Cases:
 

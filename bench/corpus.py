@@ -163,6 +163,7 @@ def build_long(folder: Path, clips: InputSet, *, rebuild: bool = False) -> Input
 
 def build_inputs(cache: Path, *, rebuild: bool = False) -> dict[str, InputSet]:
     """``short`` (the 60 clips, ``cache/clips60``) and ``long`` (the 5-minute file, ``cache/long60``)."""
+    cache = cache.resolve()  # ffmpeg's concat list resolves its paths against the list's folder
     short = build_clips60(cache / "clips60", rebuild=rebuild)
     return {"short": short, "long": build_long(cache / "long60", short, rebuild=rebuild)}
 

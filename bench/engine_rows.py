@@ -254,8 +254,9 @@ class _Builder:
             str(self.listing),
             str(self.outputs / key),
         ]
+        # English-only models get "en", never "auto" (whisper.cpp would detect: see the child)
         cmd += ["--beam", str(beam), "--audio-ctx", ctx, "--threads", str(os.cpu_count() or 1),
-                "--language", self.model.language or "auto"]  # fmt: skip
+                "--language", self.model.language or "en"]  # fmt: skip
         label = "default audio_ctx" if ctx == "default" else f"audio_ctx {ctx}"
         note = WCPP_BEAM_NOTE if beam > 1 else ""
         return RowSpec(key, f"whisper.cpp per file, {label}", "peer", "whisper.cpp", "ggml f16", beam, cmd,

@@ -23,8 +23,10 @@ What it runs. ``pywhispercpp.model.Model`` on the GGML file (``bench/ggml_conver
   ``fit`` = each clip's length + 1 s in encoder frames (50 per second, at most 1500), ``N`` =
   that many frames for every file. It shrinks the encoder's work for short audio; it can cost
   words;
-* ``--language``: ``en`` forces English; ``auto`` lets whisper.cpp detect it (multilingual
-  models; an English-only model is always English);
+* ``--language``: ``en`` forces English; ``auto`` lets whisper.cpp detect it. Pass ``en`` for an
+  English-only model too: whisper.cpp 1.8.5 runs its detection pass whenever the language is
+  empty or ``auto``, whatever the model (10 tiny.en clips, 2 cores: 16.3 s with ``auto``, 7.6 s
+  with ``en``, the same text);
 * progress and realtime printing off, whisper.cpp's log callback silenced (its log goes to
   stderr otherwise; stdout stays clean).
 
