@@ -411,7 +411,21 @@ def test_no_asr_server_reachable_jobs_wait_queued_then_finish_when_one_starts(
         final = [wait_job(backend.url, key, j["id"], timeout_s=90) for j in jobs]
         assert [j["status"] for j in final] == ["done", "done"], backend.log_tail()
         assert [j["attempts"] for j in final] == [1, 1]
-        assert said(clips.texts[1], final[0]["text"]) and said(clips.texts[2], final[1]["text"])
+        # Each job carries what 8001 says for its own clip, word for word. (Not a WER bound on
+        # the text: tiny.en reads clip 2's second sentence as "but rent a facility that's ever"
+        # at the engine's 10 s window, WER 0.35, and correctly at 8 s or 30 s: accuracy is
+        # measured on corpora elsewhere, this test is about the wait.)
+        for i, job in zip((1, 2), final, strict=True):
+            with clips.short[i].open("rb") as fh:
+                direct = httpx.post(
+                    f"{late.url}/v1/audio/transcriptions",
+                    files={"file": ("c.wav", fh, "audio/wav")},
+                    timeout=60,
+                )
+            assert direct.status_code == 200, direct.text
+            assert job["text"] == direct.json()["text"], (job["text"], direct.text)
+            other = clips.texts[3 - i]
+            assert wer(clips.texts[i], job["text"]) < wer(other, job["text"]), job["text"]  # not swapped
         assert all(j["error"] is None for j in final)
         wait_for("/ready 200", lambda: httpx.get(backend.url + "/ready", timeout=30).status_code == 200, 30)
         assert (
