@@ -19,15 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from _common import REPO_ROOT
+from engine_report import Row, reference_of
 
 DEFAULT_JSON = REPO_ROOT / "bench" / "results" / "engines.json"
 SET_TITLES = {"short": "short clips", "long": "one long file"}
 
 
 def _ref(row: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The per-file peer a row's speed is shown against (as ``engine_report.reference_of``)."""
-    key = "pipe" if row["family"] == "transformers" else "fw-b5"
-    return next((r for r in rows if r["key"] == key), None)
+    """The per-file peer a row's speed is shown against (``engine_report.reference_of``'s choice)."""
+    ref = reference_of(Row(**row), [Row(**r) for r in rows])
+    return None if ref is None else next(r for r in rows if r["key"] == ref.key)
 
 
 def _label(row: dict[str, Any], chosen: set[str]) -> str:
