@@ -96,9 +96,9 @@ compile() {
   } >"$work/with-header" && mv "$work/with-header" "$out"
 }
 
-compile dev.txt "the CI/dev venv (scripts/setup.sh): twi-asr[all,dev] + torch CPU." \
+compile dev.txt "the CI/dev venv (scripts/setup.sh): twi-asr[all,bentoml,dev] + torch CPU." \
   "Install: pip install --no-deps --require-hashes -r locks/dev.txt (torch: /opt/wheels or PyTorch's CPU index)." \
-  --find-links "$torch_links" --extra all --extra dev pyproject.toml locks/build.in locks/torch-cpu.in
+  --find-links "$torch_links" --extra all --extra bentoml --extra dev pyproject.toml locks/build.in locks/torch-cpu.in
 
 # dev.txt less torch: the constraint for cuda.txt, whose torch is PyPI's CUDA build of the same version.
 awk '/^torch==/{skip=1; next} skip && /^    /{next} {skip=0; print}' "$out_dir/dev.txt" >"$work/dev-without-torch.txt"

@@ -37,7 +37,10 @@ EXPECTED_ALL = [
 ]
 
 #: Libraries that must not load on ``import twi_asr`` / ``import twi_asr.cli`` / ``--help``.
-HEAVY = ("torch", "transformers", "ctranslate2", "faster_whisper", "boto3", "docker", "numpy")
+HEAVY = (
+    "torch", "transformers", "ctranslate2", "faster_whisper", "boto3", "docker", "numpy",
+    "bentoml", "_bentoml_sdk", "_bentoml_impl",
+)  # fmt: skip
 
 
 def _run_python(code: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -113,10 +116,11 @@ def test_import_does_not_load_heavy_libraries(statement: str) -> None:
     assert _heavy_loaded_after(statement) == []
 
 
-def test_help_path_does_not_load_heavy_libraries() -> None:
+@pytest.mark.parametrize("argv", [["--help"], ["bento", "--help"], ["bento", "serve", "--help"]])
+def test_help_path_does_not_load_heavy_libraries(argv: list[str]) -> None:
     statement = (
         "import runpy\n"
-        "sys.argv = ['twi-asr', '--help']\n"
+        f"sys.argv = ['twi-asr', *{argv!r}]\n"
         "try:\n"
         "    runpy.run_module('twi_asr', run_name='__main__')\n"
         "except SystemExit as exc:\n"

@@ -18,6 +18,7 @@ from ..errors import TwiAsrError
 from . import console
 from .backend import app as backend_app
 from .batch import batch
+from .bento import app as bento_app
 from .docker import app as docker_app
 from .eval import evaluate
 from .models import app as models_app
@@ -39,6 +40,7 @@ app.command("eval", no_args_is_help=True)(evaluate)
 app.add_typer(models_app, name="models")
 app.add_typer(docker_app, name="docker")
 app.add_typer(backend_app, name="backend")
+app.add_typer(bento_app, name="bento")
 
 _state = {"verbose": False}
 

@@ -14,19 +14,16 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..engines.base import Transcriber
-from ..errors import UsageError
 from ..models import ResolvedModel
 from ..provenance import build_info
-from ..types import TranscribeOptions
+from .asking import asked_from_form
 from .auth import OPEN_PATHS
-from .errors import ERROR_RESPONSES, ApiError
+from .errors import ERROR_RESPONSES, add_error_handlers
 from .metrics import Metrics
 from .middleware import MULTIPART_SLACK, RequestBoundary
 from .page import PAGE_PATHS, mount_page
@@ -42,7 +39,7 @@ from .schemas import (
 )
 from .settings import ServerSettings
 from .state import ServerState
-from .transcription import Asked, require_ready, transcribe_upload
+from .transcription import require_ready, transcribe_upload
 
 __all__ = ["ServerState", "create_app"]
 
@@ -111,34 +108,13 @@ def create_app(
         is_open=is_open,
         metrics=metrics,
     )
-    _add_error_handlers(app)
+    add_error_handlers(app)
     _add_operations(app, state)
     _add_audio_routes(app, state)
     mount_page(app)
     build_openapi = app.openapi
     app.openapi = lambda: app.openapi_schema or document_form_fields(build_openapi())  # type: ignore[method-assign]
     return app
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return exc.response()
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        first = errors[0] if errors else {}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "form")]
-        param = ".".join(loc) or None
-        missing = first.get("type") == "missing"
-        message = f"missing required field {param!r}" if missing else f"{param}: {first.get('msg')}"
-        return ApiError(422, "missing_field" if missing else "invalid_field", message, param=param).response()
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return ApiError(exc.status_code, code, str(exc.detail)).response()
 
 
 def _add_operations(app: FastAPI, state: ServerState) -> None:
@@ -195,51 +171,6 @@ def _add_operations(app: FastAPI, state: ServerState) -> None:
         return ModelList(data=[state.card])
 
 
-def _asked(
-    state: ServerState,
-    task: Literal["transcribe", "translate"],
-    *,
-    language: str | None,
-    prompt: str | None,
-    response_format: ResponseFormat,
-    temperature: float,
-    granularities: list[str],
-    beam_size: int | None,
-    stream: bool,
-    include: list[str],
-) -> Asked:
-    """Check the form fields and turn them into decoding options (400 invalid_option)."""
-    from ..languages import resolve_language
-
-    if stream and response_format in ("srt", "vtt"):
-        raise ApiError(
-            400,
-            "invalid_option",
-            f"response_format={response_format} cannot be streamed: use json or text with stream=true, "
-            "or leave stream off for subtitles",
-            param="stream",
-        )
-    unknown = sorted(set(include) - {"logprobs"})
-    if unknown:
-        raise ApiError(400, "invalid_option", f"include[]: unknown value(s) {unknown}; known: logprobs")
-    logprobs = "logprobs" in include
-    words = "word" in granularities
-    try:
-        options = TranscribeOptions(
-            language=language or None,
-            task=task,
-            beam_size=beam_size or state.settings.beam_size,
-            temperatures=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0) if temperature == 0 else (temperature,),
-            initial_prompt=prompt or None,
-            word_timestamps=words,
-            token_logprobs=logprobs,
-        )
-        resolve_language(options.language, checkpoint_default=None)
-    except UsageError as exc:
-        raise ApiError(400, "invalid_option", exc.message) from exc
-    return Asked(task, options, response_format, words, stream, logprobs)
-
-
 def _add_audio_routes(app: FastAPI, state: ServerState) -> None:
     form_docs = {
         "file": "The audio file: wav, flac, ogg, opus, mp3, m4a, webm, mp4 (audio track)...",
@@ -281,10 +212,11 @@ def _add_audio_routes(app: FastAPI, state: ServerState) -> None:
         include: Annotated[list[str] | None, Form(alias="include[]", description=INCLUDE_DOC)] = None,
     ) -> Response:
         """Transcribe an upload (OpenAI ``audio.transcriptions.create`` compatible, ``stream`` too)."""
-        asked = _asked(
-            state, "transcribe", language=language, prompt=prompt, response_format=response_format,
-            temperature=temperature, granularities=list(timestamp_granularities or []),
-            beam_size=beam_size, stream=stream, include=list(include or []),
+        asked = asked_from_form(
+            "transcribe", default_beam=state.settings.beam_size, language=language, prompt=prompt,
+            response_format=response_format, temperature=temperature,
+            granularities=list(timestamp_granularities or []), beam_size=beam_size, stream=stream,
+            include=list(include or []),
         )  # fmt: skip
         return await transcribe_upload(state, request, file, asked)
 
@@ -305,9 +237,10 @@ def _add_audio_routes(app: FastAPI, state: ServerState) -> None:
         beam_size: Annotated[int | None, Form(ge=1, le=20, description=BEAM_DOC)] = None,
     ) -> Response:
         """Translate speech to English text (task translate), same shape as transcriptions."""
-        asked = _asked(
-            state, "translate", language=None, prompt=prompt, response_format=response_format,
-            temperature=temperature, granularities=[], beam_size=beam_size, stream=False, include=[],
+        asked = asked_from_form(
+            "translate", default_beam=state.settings.beam_size, language=None, prompt=prompt,
+            response_format=response_format, temperature=temperature, granularities=[],
+            beam_size=beam_size, stream=False, include=[],
         )  # fmt: skip
         return await transcribe_upload(state, request, file, asked)
 

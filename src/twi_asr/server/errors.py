@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .logs import request_id_var
 from .schemas import ErrorBody
@@ -75,3 +78,26 @@ def upload_too_large(size_mb: float | None, limit_mb: float) -> ApiError:
         "upload_too_large",
         f"{said}; this server accepts up to {limit_mb:g} MB (TWI_ASR_MAX_UPLOAD_MB)",
     )
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Every error, FastAPI's own included, answers in the one body shape (:class:`ApiError`)."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "form")]
+        param = ".".join(loc) or None
+        missing = first.get("type") == "missing"
+        message = f"missing required field {param!r}" if missing else f"{param}: {first.get('msg')}"
+        return ApiError(422, "missing_field" if missing else "invalid_field", message, param=param).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return ApiError(exc.status_code, code, str(exc.detail)).response()

@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request, UploadFile
 from fastapi.responses import Response
 
 from ..errors import InputError, TwiAsrError
-from ..types import TranscribeOptions, Transcript
+from ..types import Transcript
+from .asking import Asked
 from .batching import Batcher, Job, QueueFullError
 from .errors import ApiError, busy, upload_too_large
 from .responses import shape
-from .schemas import ResponseFormat
 from .state import ServerState
 from .streaming import EventStream, transcript_events
 from .uploads import ClientGone, prepare, too_long
@@ -36,18 +35,6 @@ MIN_BYTES_PER_SECOND = 500
 """No codec an upload may use stores a second of speech in less (Opus' floor is 6 kb/s, AMR-NB's
 4.75 kb/s): an upload's size bounds its duration when its header gives none."""
 """Logged status of a request whose client disconnected (nginx's convention)."""
-
-
-@dataclass(frozen=True)
-class Asked:
-    """What the client asked for, parsed and checked by the route."""
-
-    task: str
-    options: TranscribeOptions
-    response_format: ResponseFormat
-    words: bool
-    stream: bool
-    logprobs: bool
 
 
 def require_ready(state: ServerState) -> Batcher:
