@@ -5,8 +5,10 @@ What it measures. The same tiny.en CTranslate2 weights served three ways at once
 multi-core CPU), and ``bentoml serve twi_asr.bento:TwiAsr`` with one worker process (all
 cores) and with two (a model copy each, half the cores each: BentoML's own way to use more
 cores). Each is driven with the clips of ``bench/server_load.py`` at 1, 4, 8 and 16
-closed-loop clients, ``--requests`` per level; levels alternate between the servers so drift
-hits all alike, after an untimed warm-up each.
+closed-loop clients, ``--requests`` per level. Only one server runs at a time (an idle BentoML
+keeps its supervisor busy, which would tax whichever server is measured): for each level every
+server is started, warmed up untimed, measured and stopped, the servers taking turns level by
+level so drift hits all alike.
 
 Per row: throughput (audio s per wall s), p50/p95 latency, the mean engine batch (ours:
 ``twi_asr_batch_size``; BentoML: ``bentoml_service_adaptive_batch_size``), peak RSS of the
@@ -131,7 +133,13 @@ def batches(served: Served) -> tuple[float, float]:
             if line.startswith((name + "{", name + " "))
         )
 
-    return total(served.batch_metric + "_count"), total(served.batch_metric + "_sum")
+    # Prometheus' multiprocess mode (BentoML's) writes no _count: the +Inf bucket is the count.
+    inf = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(served.batch_metric + "_bucket{") and 'le="+Inf"' in line
+    )
+    return inf, total(served.batch_metric + "_sum")
 
 
 @dataclass
@@ -237,6 +245,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--requests", type=int, default=32, help="requests per level and server")
     p.add_argument("--levels", default="1,4,8,16", help="concurrent clients per level, comma-separated")
     p.add_argument("--bento-workers", default="1,2", help="BentoML worker counts to serve, comma-separated")
+    p.add_argument("--ours-flags", default="", help="extra twi-asr serve flags, e.g. '--max-batch-size 4'")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where the clips are cached")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write the results")
     args = p.parse_args(argv)
@@ -253,34 +262,33 @@ def main(argv: list[str] | None = None) -> int:
     env = {**clean_env(("TWI_ASR_", "BENTOML_")), "BENTOML_HOME": str(log_dir / "bentoml"),
            "BENTOML_DO_NOT_TRACK": "True", "HF_HUB_OFFLINE": "1"}  # fmt: skip
     py = [sys.executable, "-m"]
-    servers: list[Served] = []
+    configs: list[tuple[str, list[str], str, dict[str, str], str]] = [
+        (OURS, [*py, "twi_asr", "serve", "--model", MODEL, "--host", "127.0.0.1", "--port", "{port}",
+                "--log-text", *shlex.split(args.ours_flags)], "/ready", env, "twi_asr_batch_size"),
+    ]  # fmt: skip
+    for workers in args.bento_workers:
+        cmd = [*py, "bentoml", "serve", "twi_asr.bento:TwiAsr", "--host", "127.0.0.1", "--port", "{port}"]
+        wenv = {**env, "TWI_ASR_MODEL": MODEL, "TWI_ASR_BENTO_WORKERS": str(workers)}
+        name = f"bentoml, {workers} worker{'s' if workers > 1 else ''}"
+        configs.append((name, cmd, "/readyz", wenv, "bentoml_service_adaptive_batch_size"))
     rows: list[Row] = []
-    try:
-        port = str(free_port())
-        servers.append(start(OURS, [*py, "twi_asr", "serve", "--model", MODEL, "--host", "127.0.0.1",
-                                    "--port", port, "--log-text"], "/ready", env, log_dir,
-                             "twi_asr_batch_size"))  # fmt: skip
-        for workers in args.bento_workers:
+    commands: dict[str, str] = {}
+    load_before = os.getloadavg()[0]
+    warn_if_busy(load_before)
+    # One server alive at a time (an idle BentoML still spends CPU in its supervisor), each level
+    # on a fresh start after an untimed warm-up, the servers taking turns level by level.
+    for clients in args.levels:
+        for name, cmd, ready, cenv, metric in configs:
             port = str(free_port())
-            cmd = [*py, "bentoml", "serve", "twi_asr.bento:TwiAsr", "--host", "127.0.0.1", "--port", port]
-            wenv = {**env, "TWI_ASR_MODEL": MODEL, "TWI_ASR_BENTO_WORKERS": str(workers)}
-            name = f"bentoml, {workers} worker{'s' if workers > 1 else ''}"
-            servers.append(start(name, cmd, "/readyz", wenv, log_dir, "bentoml_service_adaptive_batch_size"))
-        for s in servers:
-            drive(s.url, clips, payloads, 1, 2)
-            drive(s.url, clips, payloads, 8, 16)
-        load_before = os.getloadavg()[0]
-        warn_if_busy(load_before)
-        for clients in args.levels:
-            for s in servers:
-                print(
-                    f"{s.name}: {clients} clients x {args.requests} requests ...", file=sys.stderr, flush=True
-                )
-                rows.append(measure(s, clips, payloads, clients, args.requests))
-        commands = {s.name: s.command for s in servers}
-    finally:
-        for s in servers:
-            s.stop()
+            served = start(name, [port if c == "{port}" else c for c in cmd], ready, cenv, log_dir, metric)
+            commands[name] = served.command
+            try:
+                drive(served.url, clips, payloads, 1, 2)
+                drive(served.url, clips, payloads, 8, 16)
+                print(f"{name}: {clients} clients x {args.requests} requests", file=sys.stderr, flush=True)
+                rows.append(measure(served, clips, payloads, clients, args.requests))
+            finally:
+                served.stop()
     ours = {r.clients: r.throughput for r in rows if r.server == OURS}
     for r in rows:
         if ours.get(r.clients):

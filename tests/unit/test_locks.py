@@ -43,13 +43,13 @@ class Flavour:
 
 IMAGE_EXTRAS = ("server", "ct2", "models", "s3")
 FLAVOURS = {
-    "cpu.txt": Flavour(IMAGE_EXTRAS, ("build.in",), forbidden=("torch", "transformers")),
+    "cpu.txt": Flavour(IMAGE_EXTRAS, ("build.in",), forbidden=("torch", "transformers", "bentoml")),
     "cpu-all.txt": Flavour((*IMAGE_EXTRAS, "transformers"), ("build.in", "torch-cpu.in")),
     "cuda.txt": Flavour((*IMAGE_EXTRAS, "transformers"), ("build.in", "cuda.in")),
     "backend.txt": Flavour(
         ("backend",), ("build.in",), forbidden=("torch", "transformers", "ctranslate2", "faster-whisper")
     ),
-    "dev.txt": Flavour(("all", "dev"), ("build.in", "torch-cpu.in")),
+    "dev.txt": Flavour(("all", "bentoml", "dev"), ("build.in", "torch-cpu.in")),
 }
 
 

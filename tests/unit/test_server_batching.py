@@ -201,3 +201,39 @@ def test_an_upload_without_a_duration_reserves_what_its_size_can_hold() -> None:
     assert _at_most(1100, settings) == pytest.approx(2.2)  # 1.1 kB of "audio": at most 2.2 s
     assert _at_most(50_000_000, settings) == 10800  # never more than the per-request limit
     assert _at_most(None, settings) == 10800
+
+
+def test_a_full_batch_is_split_over_the_idle_lanes() -> None:
+    gate = threading.Event()
+    engine = Engine(gate=gate)
+
+    async def main() -> None:
+        b = make(engine, lanes=2, max_batch_size=8, max_wait_s=0.05)
+        b.start()
+        try:
+            jobs = [asyncio.ensure_future(b.submit(clip(100 + i), OPTS)) for i in range(8)]
+            await asyncio.sleep(0.2)
+            assert sorted(len(c) for c in engine.calls) == [4, 4], engine.calls  # both lanes busy at once
+            gate.set()
+            texts = [t.text for t in await asyncio.gather(*jobs)]
+            assert texts == [str(100 + i) for i in range(8)]
+        finally:
+            gate.set()
+            await b.drain(5)
+
+    run(main())
+
+
+def test_one_lane_still_takes_the_whole_batch() -> None:
+    engine = Engine()
+
+    async def main() -> None:
+        b = make(engine, lanes=1, max_batch_size=8, max_wait_s=0.05)
+        b.start()
+        try:
+            await asyncio.gather(*(b.submit(clip(100 + i), OPTS) for i in range(8)))
+        finally:
+            await b.drain(5)
+
+    run(main())
+    assert [len(c) for c in engine.calls] == [8], engine.calls

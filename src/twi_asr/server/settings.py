@@ -40,7 +40,7 @@ class ServerSettings(BaseSettings):
 
     batching: bool = True
     max_batch_size: int = Field(8, ge=1, le=256)
-    """Most clips handed to the engine at once."""
+    """Most short clips in the engine at once, over all engine lanes (each lane takes its share)."""
     max_wait_ms: float = Field(20.0, ge=0.0, le=10_000.0)
     """How long the first request of a batch waits for company."""
     max_queue: int = Field(64, ge=1)
