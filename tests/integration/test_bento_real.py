@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -233,3 +234,58 @@ def test_bentoml_build_offline_then_bentoml_serve_serves_the_bento(
         assert wer(clips[2].text, text) < MAX_WER
     finally:
         bento.stop()
+
+
+def test_bentoml_containerize_builds_an_image_that_transcribes(
+    home: Path, clips: list[Clip], tmp_path: Path
+) -> None:
+    """``bentoml containerize`` against the local engine and base image (no registry, no buildx).
+
+    BentoML's docker backend asks for BuildKit, and the Docker CLI here has no buildx plugin:
+    ``DOCKER_BUILDKIT=0`` makes it use the legacy builder, which BentoML's Dockerfile supports
+    when BuildKit is off. The base is the local Debian image (``--base-image``); its Python is
+    the distribution's, so the bento's envs let pip install uv there (PEP 668) and let uv trust
+    the image's CA bundle. Packages come from PyPI inside the build.
+    """
+    from .docker_helpers import base_image, docker_client
+
+    engine = docker_client()
+    base = base_image(engine)
+    if not base.startswith("twi-asr-base"):
+        pytest.skip(f"needs the local Debian base (scripts/base-image.sh), not {base}")
+    env = _env(home)
+    built = subprocess.run(
+        [sys.executable, "-m", "twi_asr", "bento", "build", "--model", "tiny.en", "--version", "citest-image",
+         "--base-image", base],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    tag = "twi-asr-bento:citest"
+    made = subprocess.run(
+        [sys.executable, "-m", "bentoml", "containerize", "twi_asr:citest-image", "--backend", "docker",
+         "-t", tag],
+        capture_output=True, text=True, env={**env, "DOCKER_BUILDKIT": "0"}, timeout=1200,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stdout[-4000:] + made.stderr[-4000:]
+    port = free_port()
+    container = engine.containers.run(tag, detach=True, ports={"3000/tcp": ("127.0.0.1", port)})
+    try:
+        bento = Bento(f"http://127.0.0.1:{port}", subprocess.Popen(["true"]), tmp_path / "unused.log")
+        deadline = time.monotonic() + READY_S
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(bento.url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            logs = container.logs().decode(errors="replace")[-3000:]
+            pytest.fail("the bento container never got ready:\n" + logs)
+        with clips[3].path.open("rb") as f:
+            text = client(bento).audio.transcriptions.create(model="whisper-1", file=f).text
+        assert wer(clips[3].text, text) < MAX_WER
+        assert "TWI_ASR_MODEL=tiny.en" in container.attrs["Config"]["Env"]
+    finally:
+        container.remove(force=True)
+        engine.images.remove(tag, force=True)

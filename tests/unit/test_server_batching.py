@@ -237,3 +237,28 @@ def test_one_lane_still_takes_the_whole_batch() -> None:
 
     run(main())
     assert [len(c) for c in engine.calls] == [8], engine.calls
+
+
+def test_a_lone_request_on_a_quiet_server_does_not_wait_for_company() -> None:
+    engine = Engine()
+
+    async def main() -> tuple[list[float], float]:
+        b = make(engine, lanes=1, max_batch_size=8, max_wait_s=0.3)
+        b.start()
+        try:
+            waits = []
+            for i in range(batching.ARRIVAL_GAPS + 2):  # one at a time, 0.35 s apart
+                await asyncio.sleep(0.35)
+                t0 = time.perf_counter()
+                await b.submit(clip(100 + i), OPTS)
+                waits.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()  # then a burst: it waits for company again once gaps are short
+            await asyncio.gather(*(b.submit(clip(200 + i), OPTS) for i in range(8)))
+            return waits, time.perf_counter() - t0
+        finally:
+            await b.drain(5)
+
+    waits, _ = run(main())
+    assert min(waits[:2]) >= 0.28, waits  # no history yet: the full wait
+    assert max(waits[-2:]) < 0.2, waits  # gaps of 0.35 s > max_wait: no companion is coming (0 vs 0.3 s)
+    assert [len(c) for c in engine.calls][-1] >= 2, engine.calls  # the burst was still batched

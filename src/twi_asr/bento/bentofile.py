@@ -45,8 +45,16 @@ def pinned_requirements(extras: tuple[str, ...]) -> list[str]:
     return sorted(pins.values())
 
 
-def bentofile_text(*, model: str | None = None, engine: str | None = None) -> str:
-    """The bentofile as YAML text (written as JSON, which is YAML, so no YAML library is needed)."""
+def bentofile_text(
+    *, model: str | None = None, engine: str | None = None, base_image: str | None = None
+) -> str:
+    """The bentofile as YAML text (written as JSON, which is YAML, so no YAML library is needed).
+
+    ``base_image``: the image ``bentoml containerize`` builds from instead of BentoML's default
+    (``python:<version>-slim`` from Docker Hub), for machines without a registry. Its Python
+    must be this one's minor version; uv inside the build then trusts the image's CA bundle
+    (``UV_NATIVE_TLS``), as pip does, and pip may install uv into a distribution's Python.
+    """
     from .. import __version__
 
     extras = EXTRAS + (("transformers",) if engine == "transformers" else ())
@@ -62,6 +70,12 @@ def bentofile_text(*, model: str | None = None, engine: str | None = None) -> st
         "python": {"packages": pinned_requirements(extras), "lock_packages": False},
         "envs": envs,
     }
+    if base_image:
+        doc["docker"] = {"base_image": base_image}
+        envs.append({"name": "UV_NATIVE_TLS", "value": "true"})
+        # BentoML pip-installs uv into the base image's Python: a distribution's Python (Debian's
+        # python3, as in scripts/base-image.sh) refuses that under PEP 668 unless told.
+        envs.append({"name": "PIP_BREAK_SYSTEM_PACKAGES", "value": "1"})
     return json.dumps(doc, indent=2) + "\n"
 
 
@@ -93,9 +107,11 @@ def bento_envs(module_file: str | None = None) -> dict[str, str]:
     }
 
 
-def write_bentofile(path: Path, *, model: str | None = None, engine: str | None = None) -> Path:
+def write_bentofile(
+    path: Path, *, model: str | None = None, engine: str | None = None, base_image: str | None = None
+) -> Path:
     """Write :func:`bentofile_text` to ``path`` and return it."""
-    path.write_text(bentofile_text(model=model, engine=engine), encoding="utf-8")
+    path.write_text(bentofile_text(model=model, engine=engine, base_image=base_image), encoding="utf-8")
     return path
 
 

@@ -114,6 +114,10 @@ def build(
         Path | None,
         typer.Option("--write-bentofile", help="Also keep the bentofile.yaml used, at this path."),
     ] = None,
+    base_image: Annotated[
+        str | None,
+        typer.Option("--base-image", help="Image `bentoml containerize` builds from (default: BentoML's)."),
+    ] = None,
 ) -> None:
     """Build a bento of the service (this package's code, pinned requirements, the model variables)."""
     import tempfile
@@ -124,7 +128,8 @@ def build(
     env = _environment(model, engine)
     _check_model(env)
     with tempfile.TemporaryDirectory(prefix="twi-asr-bento-") as tmp:
-        path = write_bentofile(Path(tmp) / "bentofile.yaml", model=model, engine=engine)
+        path = Path(tmp) / "bentofile.yaml"
+        write_bentofile(path, model=model, engine=engine, base_image=base_image)
         if bentofile is not None:
             bentofile.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
         args = [*cmd, "build", "-f", str(path), str(build_context())]
