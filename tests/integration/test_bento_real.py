@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+import soundfile as sf
 
 from twi_asr.text import wer
 
@@ -213,25 +214,26 @@ def test_bentoml_build_offline_then_bentoml_serve_serves_the_bento(
     assert "TWI_ASR_MODEL" in meta and "tiny.en" in meta
     assert json.loads((tmp_path / "bentofile.yaml").read_text())["service"] == "twi_asr.bento:TwiAsr"
 
+    # The same limits as twi-asr serve, from the same variables: a key, and the longest audio.
+    seconds = {c.path: sf.info(str(c.path)).duration for c in clips}
+    short = min(clips, key=lambda c: seconds[c.path])
+    long = max(clips, key=lambda c: seconds[c.path])
+    limit = (seconds[short.path] + seconds[long.path]) / 2
     port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "bentoml",
-        "serve",
-        "twi_asr:citest",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    bento = start(cmd, tmp_path / "bento-serve.log", {**env, "TWI_ASR_API_KEY": API_KEY}, port)
+    cmd = [sys.executable, "-m", "bentoml", "serve", "twi_asr:citest", "--host", "127.0.0.1",
+           "--port", str(port)]  # fmt: skip
+    limits = {"TWI_ASR_API_KEY": API_KEY, "TWI_ASR_MAX_AUDIO_S": f"{limit:.2f}"}
+    bento = start(cmd, tmp_path / "bento-serve.log", {**env, **limits}, port)
     try:
-        with pytest.raises(openai.AuthenticationError), clips[2].path.open("rb") as f:
+        with pytest.raises(openai.AuthenticationError), short.path.open("rb") as f:
             client(bento, "wrong").audio.transcriptions.create(model="whisper-1", file=f)
-        with clips[2].path.open("rb") as f:
+        with short.path.open("rb") as f:
             text = client(bento, API_KEY).audio.transcriptions.create(model="whisper-1", file=f).text
-        assert wer(clips[2].text, text) < MAX_WER
+        assert wer(short.text, text) < MAX_WER
+        refused = httpx.post(bento.url + "/v1/audio/transcriptions", files={"file": long.path.read_bytes()},
+                             headers={"Authorization": f"Bearer {API_KEY}"})  # fmt: skip
+        assert refused.status_code == 413, refused.text
+        assert refused.json()["error"]["code"] == "audio_too_long", refused.text
     finally:
         bento.stop()
 

@@ -22,13 +22,15 @@ import numpy as np
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
+from ..server.admission import Admission, Ticket
 from ..server.asking import Asked, asked_from_form
-from ..server.errors import ApiError, add_error_handlers, upload_too_large
+from ..server.errors import ApiError, add_error_handlers
 from ..server.metrics import Metrics
 from ..server.middleware import MULTIPART_SLACK, RequestBoundary
 from ..server.responses import shape
 from ..server.schemas import ModelList, ResponseFormat
 from ..server.settings import ServerSettings
+from ..server.transcription import admit, check_size
 from ..server.uploads import prepare
 from ..types import Transcript
 from .wire import Clip
@@ -88,6 +90,9 @@ def create_openai_app(settings: ServerSettings) -> FastAPI:
     )
     add_error_handlers(app)
     decoders = threading.BoundedSemaphore(settings.decode_workers)
+    # Memory stays bounded as on 8001: every upload reserves its duration against
+    # TWI_ASR_MAX_QUEUED_AUDIO_S while its audio is held (decoded, in BentoML's queue, running).
+    admission = Admission(settings.max_queued_audio_s, metrics, retry_after=lambda: 5)
     beam = settings.beam_size
 
     async def answer(svc: Any, upload: UploadFile, asked: Asked) -> Response:
@@ -100,11 +105,13 @@ def create_openai_app(settings: ServerSettings) -> FastAPI:
                 param="stream",
             )
         name = upload.filename or "upload"
-        if upload.size == 0:
-            raise ApiError(422, "empty_file", f"{name}: the uploaded file is empty", param="file")
-        if upload.size is not None and upload.size > settings.max_upload_mb * 1024 * 1024:
-            raise upload_too_large(upload.size / 1e6, settings.max_upload_mb)
+        ticket = await admit(upload, check_size(upload, settings), settings, admission)
+        try:
+            return await transcribe(svc, upload, name, asked, ticket)
+        finally:
+            ticket.release()
 
+    async def transcribe(svc: Any, upload: UploadFile, name: str, asked: Asked, ticket: Ticket) -> Response:
         def decode() -> Any:
             with decoders:
                 return prepare(
@@ -118,6 +125,7 @@ def create_openai_app(settings: ServerSettings) -> FastAPI:
                 )
 
         prepared = await asyncio.to_thread(decode)
+        ticket.resize(prepared.duration)
         clips = [Clip.of(np.asarray(a), asked.options) for a in prepared.arrays()]
         dicts = await call_engine(svc, clips) if clips else []
         parts = [Transcript.from_dict(d) for d in dicts]

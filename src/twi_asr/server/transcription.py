@@ -22,6 +22,7 @@ from fastapi.responses import Response
 
 from ..errors import InputError, TwiAsrError
 from ..types import Transcript
+from .admission import Admission, Ticket
 from .asking import Asked
 from .batching import Batcher, Job, QueueFullError
 from .errors import ApiError, busy, upload_too_large
@@ -65,24 +66,12 @@ async def transcribe_upload(
     batcher = require_ready(state)
     settings = state.settings
     name = upload.filename or "upload"
-    size = _size(upload)
-    if size == 0:
-        raise ApiError(422, "empty_file", f"{name}: the uploaded file is empty", param="file")
-    if size is not None and size > settings.max_upload_mb * 1024 * 1024:  # the body limit has slack
-        raise upload_too_large(size / 1e6, settings.max_upload_mb)
+    size = check_size(upload, settings)
     gone: asyncio.Future[None] = asyncio.ensure_future(_disconnect(request))
     ticket = None
     handed_off = False
     try:
-        from ..audio import probe_duration
-
-        estimate = await asyncio.to_thread(probe_duration, upload.file)
-        if estimate is not None and estimate > settings.max_audio_s:
-            raise too_long(estimate, settings.max_audio_s)
-        try:
-            ticket = state.admission.admit(estimate if estimate is not None else _at_most(size, settings))
-        except QueueFullError as exc:
-            raise busy(exc.message, exc.retry_after) from exc
+        ticket = await admit(upload, size, settings, state.admission)
 
         cancelled = threading.Event()
         decoding = asyncio.get_running_loop().run_in_executor(
@@ -184,6 +173,30 @@ async def _disconnect(request: Request) -> None:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
+
+
+def check_size(upload: UploadFile, settings: Any) -> int | None:
+    """Step 0: an empty upload is 422, one over ``max_upload_mb`` 413 (the body limit has slack)."""
+    size = _size(upload)
+    if size == 0:
+        name = upload.filename or "upload"
+        raise ApiError(422, "empty_file", f"{name}: the uploaded file is empty", param="file")
+    if size is not None and size > settings.max_upload_mb * 1024 * 1024:
+        raise upload_too_large(size / 1e6, settings.max_upload_mb)
+    return size
+
+
+async def admit(upload: UploadFile, size: int | None, settings: Any, admission: Admission) -> Ticket:
+    """Steps 1-2: the header's duration checked against ``max_audio_s``, then reserved (or 503)."""
+    from ..audio import probe_duration
+
+    estimate = await asyncio.to_thread(probe_duration, upload.file)
+    if estimate is not None and estimate > settings.max_audio_s:
+        raise too_long(estimate, settings.max_audio_s)
+    try:
+        return admission.admit(estimate if estimate is not None else _at_most(size, settings))
+    except QueueFullError as exc:
+        raise busy(exc.message, exc.retry_after) from exc
 
 
 def _at_most(size: int | None, settings: Any) -> float:
