@@ -54,14 +54,25 @@ def _environment(model: str | None, engine: str | None, **more: str | None) -> d
     return env
 
 
-def _check_model(env: dict[str, str]) -> None:
-    """Resolve the model the service will load (fail fast, exit 2 with the reason)."""
-    from ..config import DEFAULT_MODEL
-    from ..engines import pick_engine
-    from ..models import resolve_model
+def _check_model(**flags: str | None) -> None:
+    """Check the ``TWI_ASR_*`` settings with the flags given and resolve the model to load.
 
-    resolved = resolve_model(env.get("TWI_ASR_MODEL", DEFAULT_MODEL))
-    pick_engine(env.get("TWI_ASR_ENGINE", "auto"), resolved)
+    Fails fast with one line and exit 2 (a bad variable) or 3 (no such model), where BentoML
+    would print a worker's traceback.
+    """
+    from pydantic import ValidationError
+
+    from ..engines import pick_engine
+    from ..errors import UsageError
+    from ..models import resolve_model
+    from ..server.settings import ServerSettings
+    from .options import settings_error
+
+    try:
+        settings = ServerSettings(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        raise UsageError(settings_error(exc)) from None
+    pick_engine(settings.engine, resolve_model(settings.model))
 
 
 def _run(cmd: list[str], env: dict[str, str]) -> None:
@@ -96,7 +107,7 @@ def serve(
     """Serve the engine as a BentoML service: /v1/audio/transcriptions, /readyz, /livez, /metrics."""
     cmd = _bentoml()
     env = _environment(model, engine, bento_workers=str(workers) if workers else None, api_key=api_key)
-    _check_model(env)
+    _check_model(model=model, engine=engine, api_key=api_key)
     console.stderr.print(f"bentoml serve {SERVICE} on {host}:{port}")
     # exec, not a child: BentoML gets the signals (SIGTERM from docker stop or a test) itself.
     sys.stdout.flush()
@@ -126,7 +137,7 @@ def build(
 
     cmd = _bentoml()
     env = _environment(model, engine)
-    _check_model(env)
+    _check_model(model=model, engine=engine)
     with tempfile.TemporaryDirectory(prefix="twi-asr-bento-") as tmp:
         path = Path(tmp) / "bentofile.yaml"
         write_bentofile(path, model=model, engine=engine, base_image=base_image)
