@@ -231,12 +231,7 @@ class AsrPool:
         connection refused; ..."``. A server found ready counts as up again.
         """
         servers = self._servers
-        with ThreadPoolExecutor(max_workers=min(16, len(servers)), thread_name_prefix="asr-ready") as pool:
-            answers = list(pool.map(lambda s: s.client.readiness(timeout=self.ready_timeout_s), servers))
-        with self._lock:
-            for server, (ok, _why) in zip(servers, answers, strict=True):
-                if ok:
-                    server.down_since = None
+        answers = [(s["ready"], s["detail"]) for s in self.servers_status()]
         n_ready = sum(ok for ok, _ in answers)
         problems = "; ".join(
             f"{s.url}: {why}" for s, (ok, why) in zip(servers, answers, strict=True) if not ok
@@ -245,6 +240,23 @@ class AsrPool:
             return False, f"no ASR server ready: {problems}"
         summary = f"ok: {n_ready} of {len(servers)} servers ready"
         return True, f"{summary} ({problems})" if problems else summary
+
+    def servers_status(self) -> list[dict[str, Any]]:
+        """Each server's ``/ready``, asked at once: url, ready, detail, and its last call's error.
+
+        For the admin page and ``/ready``; a server found ready counts as up again.
+        """
+        servers = self._servers
+        with ThreadPoolExecutor(max_workers=min(16, len(servers)), thread_name_prefix="asr-ready") as pool:
+            answers = list(pool.map(lambda s: s.client.readiness(timeout=self.ready_timeout_s), servers))
+        with self._lock:
+            for server, (ok, _why) in zip(servers, answers, strict=True):
+                if ok:
+                    server.down_since = None
+            return [
+                {"url": sv.url, "ready": bool(ok), "detail": why, "last_error": sv.last_error or None}
+                for sv, (ok, why) in zip(servers, answers, strict=True)
+            ]
 
     # --------------------------------------------------------------- plumbing
     def _order(self) -> list[_Server]:

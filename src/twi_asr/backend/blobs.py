@@ -143,6 +143,16 @@ class LocalBlobStore:
         check_key(key)
         return None
 
+    def presign_get(self, key: str, *, expires_s: int, content_type: str | None = None) -> str | None:
+        """None: the API serves a local object itself (see :meth:`local_path`)."""
+        check_key(key)
+        return None
+
+    def local_path(self, key: str) -> Path | None:
+        """The object's file, or None when there is none."""
+        path = self._path(key)
+        return path if path.is_file() else None
+
     def check(self) -> None:
         """The folder exists (made if need be) and takes a write: a probe file is written and removed."""
         probe = self.root / f"{_TMP_PREFIX}ready-{secrets.token_hex(4)}"

@@ -84,6 +84,14 @@ class BlobStore(Protocol):
         """A URL a client can PUT the bytes to directly (S3), or ``None`` (local: the API signs its own)."""
         ...
 
+    def presign_get(self, key: str, *, expires_s: int, content_type: str | None = None) -> str | None:
+        """A URL a browser can GET (and Range-read) the object from directly (S3), or ``None`` (local)."""
+        ...
+
+    def local_path(self, key: str) -> Path | None:
+        """The object's file when the store is a local folder (served with Range support), else None."""
+        ...
+
     def check(self) -> None:
         """Cheap health check for /ready: raise :class:`StorageUnavailable` saying why."""
         ...

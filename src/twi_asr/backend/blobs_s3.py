@@ -294,6 +294,24 @@ class S3BlobStore:
         except Exception as exc:  # no credentials: nothing to sign with
             raise _unavailable(exc, self._uri(full)) from exc
 
+    def presign_get(self, key: str, *, expires_s: int, content_type: str | None = None) -> str | None:
+        """A presigned GET URL (S3 answers Range requests, so a player can seek)."""
+        full = self._key(key)
+        params = {"Bucket": self.bucket, "Key": full}
+        if content_type:
+            params["ResponseContentType"] = content_type
+        try:
+            signer = s3_client(self.public_endpoint_url) if self.public_endpoint_url else self._client()
+            return str(signer.generate_presigned_url("get_object", Params=params, ExpiresIn=int(expires_s)))
+        except BackendError:
+            raise
+        except Exception as exc:  # no credentials: nothing to sign with
+            raise _unavailable(exc, self._uri(full)) from exc
+
+    def local_path(self, key: str) -> Path | None:
+        """None: objects are in S3."""
+        return None
+
     def check(self) -> None:
         """One HEAD of the bucket: reachable, exists, and these credentials may use it."""
         try:

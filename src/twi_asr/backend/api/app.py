@@ -13,11 +13,19 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
 
 from ... import __version__
 from ..settings import BackendSettings
-from . import errors, routes_jobs, routes_openai, routes_ops, routes_uploads, routes_users, routes_web
+from . import (
+    errors,
+    routes_jobs,
+    routes_openai,
+    routes_ops,
+    routes_transcripts,
+    routes_uploads,
+    routes_users,
+    routes_web,
+)
 from .context import AppContext
 from .middleware import Boundary
 
@@ -92,16 +100,32 @@ def create_app(settings: BackendSettings | None = None, *, context: AppContext |
         'twi-asr inference servers (8001). Errors: {"error": {"code", "message", ...}}.',
     )
     errors.install(app)
-    for module in (routes_ops, routes_jobs, routes_uploads, routes_openai, routes_users, routes_web):
+    for module in (
+        routes_ops,
+        routes_jobs,
+        routes_transcripts,
+        routes_uploads,
+        routes_openai,
+        routes_users,
+        routes_web,
+    ):
         app.include_router(module.router)
-
-    @app.get("/", include_in_schema=False)
-    def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    _add_web_app(app)
 
     return Boundary(
         app, max_body_bytes=int(settings.max_upload_mb * 1024 * 1024), metrics=_LazyMetrics(holder)
     )
+
+
+def _add_web_app(app: FastAPI) -> None:
+    """The pages people use (``/``, ``/jobs/ID``, ``/account``, ``/admin``) and their static files."""
+    from fastapi.staticfiles import StaticFiles
+
+    from ..web import pages
+    from ..web.render import STATIC_DIR
+
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
 
 
 class _LazyMetrics:

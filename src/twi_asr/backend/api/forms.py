@@ -80,8 +80,9 @@ async def read_form(request: Request) -> Any:
         raise InvalidInput(f"the multipart form cannot be read ({exc})", code="invalid_form") from exc
 
 
-def content_disposition(filename: str) -> str:
-    """``attachment`` with an ASCII fallback and the exact UTF-8 name (RFC 6266 / RFC 5987)."""
+def content_disposition(filename: str, *, inline: bool = False) -> str:
+    """``attachment`` (or ``inline``) with an ASCII fallback and the exact UTF-8 name (RFC 6266 / 5987)."""
     plain = "".join(c for c in unicodedata.normalize("NFKD", filename) if not unicodedata.combining(c))
     ascii_name = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in plain)
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
+    kind = "inline" if inline else "attachment"
+    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"

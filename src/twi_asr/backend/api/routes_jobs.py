@@ -184,11 +184,16 @@ def list_jobs(
     status: Annotated[str | None, Query(json_schema_extra={"enum": list(JOB_STATES)})] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(description="The next_cursor of the page before")] = None,
+    q: Annotated[str | None, Query(max_length=200, description="In the file name or text, any case")] = None,
+    total: Annotated[bool, Query(description="Also count every matching job")] = False,
 ) -> dict[str, Any]:
     """A page of the caller's jobs; pass ``next_cursor`` back as ``cursor`` for the next one."""
     with ctx.db.session() as s:
-        rows, nxt = jobs.list_jobs(s, user, status=status, limit=limit, cursor=cursor)
-        return {"object": "list", "data": [job_view(j) for j in rows], "next_cursor": nxt}
+        rows, nxt = jobs.list_jobs(s, user, status=status, limit=limit, cursor=cursor, search=q)
+        page: dict[str, Any] = {"object": "list", "data": [job_view(j) for j in rows], "next_cursor": nxt}
+        if total:
+            page["total"] = jobs.count_jobs(s, user, status=status, search=q)
+        return page
 
 
 @router.get("/{job_id}", summary="One job")
@@ -211,9 +216,10 @@ def get_transcript(
     ctx: Ctx,
     user: CurrentUser,
     format: Annotated[str, Query(json_schema_extra={"enum": list(FORMATS)})] = "txt",
+    original: Annotated[bool, Query(description="The model's words, without people's corrections")] = False,
 ) -> Response:
-    """txt, json, srt, vtt or tsv; the file is named after the upload (UTF-8 names kept)."""
-    data, name, media = jobs.transcript(ctx.db, ctx.blobs, user, job_id, format)
+    """txt, json, srt, vtt or tsv with any corrections; named after the upload (UTF-8 names kept)."""
+    data, name, media = jobs.transcript(ctx.db, ctx.blobs, user, job_id, format, original=original)
     return Response(
         data,
         media_type=media if media == "application/json" else f"{media}; charset=utf-8",  # srt too: UTF-8

@@ -81,6 +81,38 @@ def me(ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
     return {**user_view(user), **use.as_dict(), "webhook_secret": user.webhook_secret}
 
 
+PASSWORD_BODY = body_doc(
+    {"application/json": object_schema({"current_password": STR, "new_password": STR | {"minLength": 8}},
+                                       required=("current_password", "new_password"), closed=True)}
+)  # fmt: skip
+
+
+@router.post(
+    "/v1/me/password",
+    openapi_extra=PASSWORD_BODY,
+    summary="Change your password (your other sessions end)",
+    responses={403: error_doc("The current password is wrong")},
+)
+async def change_password(request: Request, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
+    """Needs the current password; every other session of yours is signed out."""
+    from .deps import SESSION_COOKIE
+
+    body = await read_json(request)
+    extra = set(body) - {"current_password", "new_password"}
+    if extra:
+        field = sorted(extra)[0]
+        raise InvalidInput(f"unknown field {field!r}", code="unknown_field", param=field)
+    with ctx.db.session() as s:
+        ended = users.change_password(
+            s,
+            user,
+            body.get("current_password"),
+            body.get("new_password"),
+            keep_token=request.cookies.get(SESSION_COOKIE),
+        )
+    return {"changed": True, "other_sessions_ended": ended}
+
+
 @router.get("/v1/me/keys", summary="Your API keys")
 def my_keys(ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
     """Every key you hold, revoked ones marked; never the secrets."""
@@ -174,3 +206,37 @@ def revoke_user_key(name: str, key_id: str, ctx: Ctx, _: CurrentAdmin) -> Respon
     with ctx.db.session() as s:
         users.revoke_key(s, users.get_user(s, name), key_id)
     return Response(status_code=204)
+
+
+@router.get("/v1/admin/usage", summary="Audio minutes per user per UTC day (admins)", responses=ADMIN)
+def usage_by_day(ctx: Ctx, _: CurrentAdmin, days: int = 7) -> dict[str, Any]:
+    """``{"days": [...], "data": [{"name", "quotas", "minutes": {day: minutes}}]}``, oldest day first."""
+    from datetime import timedelta
+
+    from ..db.models import utcnow
+
+    if not 1 <= days <= 92:
+        raise InvalidInput("days must be from 1 to 92", param="days")
+    today = utcnow().date()
+    span = [(today - timedelta(days=n)).isoformat() for n in range(days - 1, -1, -1)]
+    with ctx.db.session() as s:
+        minutes = quotas.daily_minutes(s, days=days)
+        rows = [
+            {
+                "name": u.name,
+                "disabled": u.disabled,
+                **quotas.usage(s, u, ctx.settings).as_dict(),
+                "minutes": {d: minutes.get(u.id, {}).get(d, 0.0) for d in span},
+            }
+            for u in users.list_users(s)
+        ]
+    return {"object": "list", "days": span, "data": rows}
+
+
+@router.get("/v1/admin/asr", summary="The ASR servers behind this backend, and whether each is ready",
+            responses=ADMIN)  # fmt: skip
+async def asr_servers(ctx: Ctx, _: CurrentAdmin) -> dict[str, Any]:
+    """Each 8001 server's ``/ready`` (asked now, at once)."""
+    from starlette.concurrency import run_in_threadpool
+
+    return {"object": "list", "data": await run_in_threadpool(ctx.asr.servers_status)}

@@ -8,14 +8,13 @@ needs the session's own CSRF token. The full web app builds on these.
 from __future__ import annotations
 
 import hmac
-import html
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import Forbidden
+from ..errors import Forbidden, Unauthorized
 from ..security import new_token, sign, verify_signature
 from ..services import users
 from .deps import SESSION_COOKIE, Ctx, authenticate
@@ -27,14 +26,6 @@ __all__ = ["router"]
 router = APIRouter(tags=["web"])
 PRELOGIN_COOKIE = "twi_asr_prelogin"
 
-PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>twi-asr: log in</title>
-<meta name="viewport" content="width=device-width,initial-scale=1"></head>
-<body><main><h1>twi-asr</h1>{error}<form method="post" action="/login">
-<input type="hidden" name="csrf_token" value="{csrf}">
-<label>Name <input name="name" autocomplete="username" required></label>
-<label>Password <input name="password" type="password" autocomplete="current-password" required></label>
-<button type="submit">Log in</button></form></main></body></html>"""
-
 
 def _secure(request: Request, ctx: Any) -> bool:
     if ctx.settings.cookie_secure is not None:
@@ -42,12 +33,30 @@ def _secure(request: Request, ctx: Any) -> bool:
     return request.url.scheme == "https" or request.headers.get("x-forwarded-proto", "") == "https"
 
 
+def safe_next(target: object) -> str:
+    """Where to go after signing in: a path on this site only (never ``//evil`` or a full URL)."""
+    text = str(target or "")
+    if not text.startswith("/") or text.startswith("//") or "\\" in text or any(ord(c) < 32 for c in text):
+        return "/"
+    return text
+
+
 @router.get("/login", response_class=HTMLResponse, summary="The login form")
-def login_page(request: Request, ctx: Ctx, error: str | None = None) -> HTMLResponse:
+def login_page(request: Request, ctx: Ctx, error: str | None = None, next: str = "/") -> HTMLResponse:
     """A form whose CSRF token is an HMAC of a random pre-login cookie (double submit, signed)."""
+    from ..web.render import render
+
     nonce = request.cookies.get(PRELOGIN_COOKIE) or new_token()
-    message = f'<p role="alert">{html.escape(error)}</p>' if error else ""
-    page = HTMLResponse(PAGE.format(csrf=sign(ctx.secret, "login", nonce), error=message))
+    page = render(
+        request,
+        "login.html",
+        None,
+        title="Sign in",
+        login_csrf=sign(ctx.secret, "login", nonce),
+        error=error,
+        next=safe_next(next),
+        status_code=401 if error else 200,
+    )
     page.set_cookie(
         PRELOGIN_COOKIE, nonce, httponly=True, samesite="lax", secure=_secure(request, ctx), max_age=3600
     )
@@ -68,7 +77,7 @@ LOGIN_BODY = body_doc(
     summary="Log in with a password (form post)",
     responses={
         200: {"description": "Logged in (Accept: application/json): name and CSRF token"},
-        303: {"description": "Logged in: to /"},
+        303: {"description": "Logged in: to the form's next page, or /; a wrong password: back to /login"},
         400: error_doc("The form cannot be read"),
         401: error_doc("Wrong name or password"),
         403: error_doc("The form's CSRF token is missing or wrong"),
@@ -81,17 +90,22 @@ async def login(request: Request, ctx: Ctx) -> Response:
     if not nonce or not verify_signature(ctx.secret, str(form.get("csrf_token") or ""), "login", nonce):
         raise Forbidden("the login form's CSRF token is missing or wrong: reload /login", code="csrf_failed")
     name, password = str(form.get("name") or ""), str(form.get("password") or "")
+    wants_json = "application/json" in request.headers.get("accept", "")
 
     def check() -> tuple[Any, str, Any]:
         with ctx.db.session() as s:
             return users.login(s, name, password, ctx.settings.session_ttl_s)
 
-    user, token, row = await run_in_threadpool(check)
-    wants_json = "application/json" in request.headers.get("accept", "")
+    try:
+        user, token, row = await run_in_threadpool(check)
+    except Unauthorized as exc:
+        if "text/html" not in request.headers.get("accept", ""):
+            raise
+        return login_page(request, ctx, error=exc.message, next=str(form.get("next") or "/"))  # a browser
     answer: Response = (
         JSONResponse({"name": user.name, "csrf_token": row.csrf_token})
         if wants_json
-        else RedirectResponse("/", status_code=303)
+        else RedirectResponse(safe_next(form.get("next")), status_code=303)
     )
     answer.set_cookie(
         SESSION_COOKIE,
@@ -120,9 +134,8 @@ async def logout(request: Request, ctx: Ctx) -> Response:
     """The cookie's session is deleted server-side."""
     token = request.cookies.get(SESSION_COOKIE)
     sent = request.headers.get("x-csrf-token")
-    if sent is None and request.headers.get("content-type", "").startswith(
-        ("multipart/", "application/x-www")
-    ):
+    is_form = request.headers.get("content-type", "").startswith(("multipart/", "application/x-www"))
+    if sent is None and is_form:
         sent = str((await read_form(request)).get("csrf_token") or "")
     auth = authenticate(request, ctx, check_csrf=False)
     if auth.via == "session":
@@ -134,7 +147,7 @@ async def logout(request: Request, ctx: Ctx) -> Response:
             raise Forbidden("logout needs the session's CSRF token", code="csrf_failed")
         with ctx.db.session() as s:
             users.logout(s, token or "")
-    answer = Response(status_code=204)
+    answer = RedirectResponse("/login", status_code=303) if is_form else Response(status_code=204)
     answer.delete_cookie(SESSION_COOKIE, path="/")
     return answer
 

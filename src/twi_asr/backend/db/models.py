@@ -197,6 +197,9 @@ class Job(Base):
     outputs: Mapped[dict[str, str] | None] = mapped_column(JSON, default=None)  # format -> storage key
     error_code: Mapped[str | None] = mapped_column(String(100), default=None)
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
+    # People's corrections, segment index (as text) -> text; the stored outputs stay the original.
+    edits: Mapped[dict[str, str] | None] = mapped_column(JSON, default=None)
+    edited_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
 class WebhookDelivery(Base):

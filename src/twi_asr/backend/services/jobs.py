@@ -30,6 +30,7 @@ __all__ = [  # the intake names are re-exported: routes take everything about jo
     "cancel_or_delete",
     "check_type",
     "clean_filename",
+    "count_jobs",
     "get_job",
     "list_jobs",
     "submit_file",
@@ -237,8 +238,42 @@ def _cursor(job: Job) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def _search(q: Any, text: str | None) -> Any:
+    """Jobs whose file name or transcript contains ``text`` (any case; ``%`` and ``_`` literal)."""
+    from sqlalchemy import func, or_
+
+    text = (text or "").strip()
+    if not text:
+        return q
+    if len(text) > 200:
+        raise InvalidInput("search for at most 200 characters", param="q")
+    pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return q.where(
+        or_(
+            func.lower(Job.filename).like(pattern, escape="\\"),
+            func.lower(Job.text).like(pattern, escape="\\"),
+        )
+    )
+
+
+def count_jobs(s: Any, user: User, *, status: str | None = None, search: str | None = None) -> int:
+    """How many of the user's jobs match (for the web app's "N jobs")."""
+    from sqlalchemy import func, select
+
+    q = select(func.count()).select_from(Job).where(Job.user_id == user.id)
+    if status:
+        q = q.where(Job.status == status)
+    return int(s.scalar(_search(q, search)) or 0)
+
+
 def list_jobs(
-    s: Any, user: User, *, status: str | None, limit: int, cursor: str | None
+    s: Any,
+    user: User,
+    *,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+    search: str | None = None,
 ) -> tuple[list[Job], str | None]:
     """The user's jobs, newest first, ``limit`` at a time; the cursor of the next page or None."""
     from sqlalchemy import and_, or_, select
@@ -249,7 +284,7 @@ def list_jobs(
         )
     if not 1 <= limit <= 100:
         raise InvalidInput("limit must be from 1 to 100", param="limit")
-    q = select(Job).where(Job.user_id == user.id)
+    q = _search(select(Job).where(Job.user_id == user.id), search)
     if status:
         q = q.where(Job.status == status)
     if cursor:
@@ -267,8 +302,13 @@ def list_jobs(
     return rows, (_cursor(rows[-1]) if more and rows else None)
 
 
-def transcript(db: Any, blobs: Any, user: User, job_id: str, fmt: str) -> tuple[bytes, str, str]:
-    """A done job's transcript in ``fmt``: (bytes, download file name, media type)."""
+def transcript(
+    db: Any, blobs: Any, user: User, job_id: str, fmt: str, *, original: bool = False
+) -> tuple[bytes, str, str]:
+    """A done job's transcript in ``fmt``: (bytes, download file name, media type).
+
+    With people's edits it is rendered afresh with them (``original`` gives the model's words).
+    """
     if fmt not in FORMATS:
         raise InvalidInput(
             f"format must be one of {', '.join(FORMATS)}", code="invalid_format", param="format"
@@ -278,6 +318,12 @@ def transcript(db: Any, blobs: Any, user: User, job_id: str, fmt: str) -> tuple[
     if job.status != "done" or not job.outputs or fmt not in job.outputs:
         raise Conflict(f"job {job_id} is {job.status}, not done: no transcript yet", code="job_not_done")
     stem = PurePosixPath(job.filename).stem or "transcript"
+    if job.edits and not original:
+        from ...writers import render
+        from .edits import apply_edits, load_transcript
+
+        data = render(apply_edits(load_transcript(blobs, job), job.edits), fmt).encode("utf-8")
+        return data, f"{stem}.{fmt}", MEDIA_TYPES[fmt]
     return blobs.read_bytes(job.outputs[fmt]), f"{stem}.{fmt}", MEDIA_TYPES[fmt]
 
 

@@ -15,7 +15,7 @@ from ..db.models import ACTIVE_STATES, Job, User, utcnow
 from ..errors import QuotaExceeded
 from ..settings import BackendSettings
 
-__all__ = ["Usage", "check_submit", "usage"]
+__all__ = ["Usage", "check_submit", "daily_minutes", "usage"]
 
 
 @dataclass(frozen=True)
@@ -88,3 +88,25 @@ def check_submit(s: Any, user: User, settings: BackendSettings, audio_seconds: f
             retry_after_s=int((midnight - now).total_seconds()) + 1,
         )
     return u
+
+
+def daily_minutes(s: Any, *, days: int = 7) -> dict[str, dict[str, float]]:
+    """Audio minutes per user per UTC day over the last ``days`` days: user id -> {YYYY-MM-DD: minutes}.
+
+    Counted as the quota counts them (failed jobs are free). Summed in Python
+    from one narrow query, the same on SQLite and PostgreSQL (no date functions).
+    """
+    from sqlalchemy import func, select
+
+    since = _day_start(utcnow()) - timedelta(days=days - 1)
+    rows = s.execute(
+        select(Job.user_id, Job.created_at, func.coalesce(Job.duration, Job.audio_seconds, 0.0)).where(
+            Job.created_at >= since, Job.status != "failed"
+        )
+    )
+    out: dict[str, dict[str, float]] = {}
+    for user_id, created, seconds in rows:
+        day = created.date().isoformat()
+        per_day = out.setdefault(user_id, {})
+        per_day[day] = per_day.get(day, 0.0) + float(seconds or 0.0) / 60.0
+    return {u: {d: round(m, 3) for d, m in sorted(days_.items())} for u, days_ in out.items()}

@@ -13,12 +13,13 @@ from datetime import timedelta
 from typing import Any
 
 from ..db.models import ApiKey, User, WebSession, utcnow
-from ..errors import Conflict, InvalidInput, NotFound, Unauthorized
+from ..errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from ..security import hash_password, hash_token, new_api_key, new_token, verify_password
 
 __all__ = [
     "NewKey",
     "authenticate_key",
+    "change_password",
     "create_key",
     "create_user",
     "get_user",
@@ -225,3 +226,21 @@ def logout(s: Any, token: str) -> None:
     from sqlalchemy import delete
 
     s.execute(delete(WebSession).where(WebSession.token_hash == hash_token(token)))
+
+
+def change_password(s: Any, user: User, current: object, new: object, *, keep_token: str | None) -> int:
+    """Set a new password after checking the current one; ends the user's other sessions (how many).
+
+    A user without a password yet (made with a key only) cannot set one here:
+    an admin gives the first one, so a leaked key cannot take over the login.
+    """
+    from sqlalchemy import delete
+
+    if not isinstance(current, str) or not verify_password(user.password_hash, current):
+        raise Forbidden("the current password is wrong", code="wrong_password")
+    user = s.merge(user)
+    user.password_hash = hash_password(_check_password(new))
+    q = delete(WebSession).where(WebSession.user_id == user.id)
+    if keep_token:
+        q = q.where(WebSession.token_hash != hash_token(keep_token))
+    return int(s.execute(q).rowcount or 0)

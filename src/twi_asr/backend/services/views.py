@@ -42,5 +42,13 @@ def job_view(job: Job) -> dict[str, Any]:
         "timings": job.timings,
         "webhook_url": job.webhook_url,
         "formats": list(FORMATS) if done else [],
-        "links": {"self": f"/v1/jobs/{job.id}", "transcript": f"/v1/jobs/{job.id}/transcript"},
+        "edited_segments": len(job.edits or {}),
+        "edited_at": iso(job.edited_at),
+        "links": {
+            "self": f"/v1/jobs/{job.id}",
+            "transcript": f"/v1/jobs/{job.id}/transcript",
+            "segments": f"/v1/jobs/{job.id}/segments",
+            "audio": f"/v1/jobs/{job.id}/audio",
+            "page": f"/jobs/{job.id}",
+        },
     }
