@@ -62,6 +62,8 @@ class BackendSettings(BaseSettings):
     """Longest wait before a job whose ASR servers were all unreachable is tried again."""
 
     max_upload_mb: float = Field(1024.0, gt=0.0)
+    web_direct_upload_mb: float = Field(16.0, ge=0.0)
+    """The web app sends files bigger than this straight to storage (presigned PUT), not in a form."""
     upload_url_ttl_s: int = Field(3600, ge=60)
     max_concurrent_jobs: int = Field(8, ge=1)
     """Per user, queued plus running (a user's own limit overrides it)."""

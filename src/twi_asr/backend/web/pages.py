@@ -66,6 +66,7 @@ def jobs_page(request: Request, ctx: Ctx) -> Response:
         formats=FORMATS,
         states=JOB_STATES,
         max_upload_mb=ctx.settings.max_upload_mb,
+        direct_bytes=int(ctx.settings.web_direct_upload_mb * 1024 * 1024),
     )
 
 

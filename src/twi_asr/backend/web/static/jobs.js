@@ -2,12 +2,13 @@
 "use strict";
 (function () {
   const { api, clock, when, toast, el, csrf } = window.twi;
-  const DIRECT_BYTES = 16 * 1024 * 1024; // bigger files go straight to storage (presigned PUT)
   const PAGE_SIZE = 20;
   const FORMATS_KEY = "twi-asr.formats";
 
   // ------------------------------------------------------------------ options
   const form = document.getElementById("new-job");
+  const DIRECT_BYTES = Number(form.dataset.directBytes); // bigger files go straight to storage (presigned PUT)
+  const MAX_BYTES = Number(form.dataset.maxBytes);
   const formatBoxes = [...form.querySelectorAll('input[name="formats"]')];
   try {
     const saved = JSON.parse(localStorage.getItem(FORMATS_KEY) || "null");
@@ -57,6 +58,7 @@
     const progress = (f) => { bar.value = f; state.textContent = `${Math.round(f * 100)} %`; };
     const opts = options();
     let job;
+    if (file.size > MAX_BYTES) throw new Error(`it has ${(file.size / 1048576).toFixed(1)} MB, over the ${(MAX_BYTES / 1048576).toFixed(0)} MB limit`);
     if (file.size > DIRECT_BYTES) {
       state.textContent = "asking for an upload URL…";
       const slot = await api("/v1/uploads", {
@@ -74,6 +76,7 @@
       job = await send("POST", "/v1/jobs", data, { "X-CSRF-Token": csrf, Accept: "application/json" }, progress);
     }
     bar.value = 1;
+    item.dataset.via = file.size > DIRECT_BYTES ? "storage" : "form";
     state.textContent = "";
     state.append("sent: ", el("a", { href: `/jobs/${job.id}`, text: "open the job" }));
     item.classList.add("sent");
