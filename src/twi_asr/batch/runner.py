@@ -12,8 +12,8 @@ The order of a run:
 4. Each finished input: outputs written atomically to OUT, then its ledger
    line, then the progress display.
 5. At the end, also after Ctrl-C/SIGTERM or when every server died: the
-   ledger is flushed, scores and gates computed, the JSON report and JUnit
-   XML written. Then the interrupt or error goes on to the CLI's error
+   ledger is flushed, scores and gates computed, the JSON report, JUnit
+   XML and HTML page written. Then the interrupt or error goes on to the CLI's error
    boundary (130, 3), or the report's exit code is used (0 or 1).
 """
 
@@ -80,6 +80,7 @@ class BatchConfig:
     resume: bool = True
     report: str | None = None
     junit: str | None = None
+    report_html: str | None = None  # the self-contained HTML page (twi_asr.report)
     s3_endpoint_url: str | None = None
     progress_every_s: float = 15.0
     interactive: bool | None = None  # None: a bar when stderr is a terminal
@@ -349,6 +350,10 @@ def run_batch(
         write_file_atomic(config.report, report.to_json())
     if config.junit:
         write_file_atomic(config.junit, report.to_junit())
+    if config.report_html:
+        from ..report import write_html_report
+
+        write_html_report(report, config.report_html)
     if on_report is not None:
         on_report(report)
     if pending_error is not None:

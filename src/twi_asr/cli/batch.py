@@ -152,6 +152,13 @@ def batch(
         float | None, typer.Option("--max-cer", help="Fail (exit 1) when overall CER is above.")
     ] = None,
     report: Annotated[str | None, typer.Option("--report", help="Write the JSON report here.")] = None,
+    report_html: Annotated[
+        str | None,
+        typer.Option(
+            "--report-html",
+            help="Write a self-contained HTML report here (worst files with word diffs, charts, failures).",
+        ),
+    ] = None,
     junit: Annotated[
         str | None, typer.Option("--junit", help="Write JUnit XML here (CI test results).")
     ] = None,
@@ -215,6 +222,7 @@ def batch(
         max_cer=check_rate(max_cer, "--max-cer"),
         resume=resume,
         report=report,
+        report_html=report_html,
         junit=junit,
         s3_endpoint_url=s3_endpoint_url,
         progress_every_s=progress_every,

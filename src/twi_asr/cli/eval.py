@@ -26,6 +26,10 @@ def evaluate(
         float | None, typer.Option("--max-cer", help="Fail (exit 1) when overall CER is above.")
     ] = None,
     report: Annotated[str | None, typer.Option("--report", help="Write the JSON report here.")] = None,
+    report_html: Annotated[
+        str | None,
+        typer.Option("--report-html", help="Write a self-contained HTML report here (worst files, diffs)."),
+    ] = None,
     junit: Annotated[str | None, typer.Option("--junit", help="Write JUnit XML here.")] = None,
 ) -> None:
     """Score outputs against references (Twi-aware); exit 1 on a missing output or a failed gate."""
@@ -43,6 +47,10 @@ def evaluate(
         write_file_atomic(report, result.to_json())
     if junit:
         write_file_atomic(junit, result.to_junit(suite="twi-asr eval"))
+    if report_html:
+        from ..report import write_html_report
+
+        write_html_report(result, report_html)
     print_report(result)
     if result.exit_code:
         raise typer.Exit(result.exit_code)
