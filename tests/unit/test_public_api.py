@@ -39,7 +39,7 @@ EXPECTED_ALL = [
 #: Libraries that must not load on ``import twi_asr`` / ``import twi_asr.cli`` / ``--help``.
 HEAVY = (
     "torch", "transformers", "ctranslate2", "faster_whisper", "boto3", "docker", "numpy",
-    "bentoml", "_bentoml_sdk", "_bentoml_impl",
+    "bentoml", "_bentoml_sdk", "_bentoml_impl", "jinja2", "jiwer",
 )  # fmt: skip
 
 
@@ -116,7 +116,10 @@ def test_import_does_not_load_heavy_libraries(statement: str) -> None:
     assert _heavy_loaded_after(statement) == []
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["bento", "--help"], ["bento", "serve", "--help"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["bento", "--help"], ["bento", "serve", "--help"], ["batch", "--help"], ["eval", "--help"]],
+)
 def test_help_path_does_not_load_heavy_libraries(argv: list[str]) -> None:
     statement = (
         "import runpy\n"
