@@ -175,6 +175,11 @@ def test_backend_healthcheck_turns_healthy(stack: Stack, healthy: dict[str, floa
     ready = httpx.get(f"{stack.url}/ready", timeout=30)
     assert ready.status_code == 200, (ready.text, stack.logs())
     assert ready.json()["status"] == "ready"
+    # the web app ships inside the image: templates and static files are package data
+    login = httpx.get(f"{stack.url}/login", timeout=10)
+    assert login.status_code == 200 and 'name="csrf_token"' in login.text, login.text[:500]
+    script = httpx.get(f"{stack.url}/static/jobs.js", timeout=10)
+    assert script.status_code == 200 and "MediaRecorder" in script.text
 
 
 def test_a_job_goes_through_the_backend_to_the_asr_container(

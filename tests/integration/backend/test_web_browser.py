@@ -162,6 +162,23 @@ class Person:
         self.errors: list[str] = []
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
         self.page.on("console", self._console)
+        self.site = site.url
+        self.elsewhere: list[str] = []  # the app must work with no network beyond its own origin
+        self.page.on("request", self._request)
+
+    def _request(self, request: Any) -> None:
+        if not request.url.startswith((self.site, "blob:", "data:")):
+            self.elsewhere.append(request.url)
+
+    def check_labels(self) -> None:
+        """Every control on the page has a name a screen reader says (a label, aria-label or text)."""
+        unnamed = self.page.evaluate(
+            """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+                 .filter(c => !(c.labels && c.labels.length) && !c.getAttribute('aria-label')
+                              && !c.textContent.trim())
+                 .map(c => c.outerHTML.slice(0, 120))"""
+        )
+        assert not unnamed, f"controls without a label: {unnamed}"
 
     def _console(self, message: Any) -> None:
         # Chromium logs every 4xx it loads ("Failed to load resource"): the tests cause some on purpose
@@ -181,6 +198,7 @@ class Person:
     def close(self) -> None:
         self.context.close()
         assert not self.errors, f"JavaScript errors on the page: {self.errors}"
+        assert not self.elsewhere, f"requests off the site: {self.elsewhere}"
 
 
 @pytest.fixture
@@ -240,6 +258,7 @@ def test_sign_in_upload_read_seek_download_edit_sign_out(ama: Person, site: Site
     ama.sign_in("ama")
     assert page.evaluate("document.characterSet") == "UTF-8"
     assert page.locator("#language option[value=tw]").inner_text() == "Twi (checkpoint default)"
+    ama.check_labels()
     job_id = _upload_and_wait(page, clips.twi_named, FILENAME)
     sent = page.locator("#uploads li.sent")
     assert sent.locator("progress").get_attribute("value") == "1"
@@ -255,6 +274,7 @@ def test_sign_in_upload_read_seek_download_edit_sign_out(ama: Person, site: Site
     assert wer(" ".join(clips.said), shown) < 0.35, shown
     assert segments.count() >= 2, shown
     assert page.locator("#segments .word").count() > 10  # word timestamps were asked for
+    ama.check_labels()
 
     player = page.locator("#player")
     page.wait_for_function("() => document.getElementById('player').readyState >= 1", timeout=30_000)
@@ -269,6 +289,11 @@ def test_sign_in_upload_read_seek_download_edit_sign_out(ama: Person, site: Site
     after = player.evaluate("a => a.currentTime")
     assert after >= start - 0.05 and after != before, (before, after, start)
     page.wait_for_selector(f"#segments .segment.playing[data-start='{last.get_attribute('data-start')}']")
+    second = segments.nth(1)  # by keyboard: the segment's time is a button
+    second.locator(".seg-time").focus()
+    page.keyboard.press("Enter")
+    at = float(str(second.get_attribute("data-start")))
+    page.wait_for_function("s => Math.abs(document.getElementById('player').currentTime - s) < 1", arg=at)
     _shot(page, "job-desktop")
 
     name, srt = _download(page, "#dl-srt")
@@ -279,6 +304,7 @@ def test_sign_in_upload_read_seek_download_edit_sign_out(ama: Person, site: Site
 
     first = segments.first
     first.locator(".seg-edit").click()
+    ama.check_labels()  # the edit form too
     page.fill("#edit-0", EDIT)
     page.click("#segments .seg-form button[type=submit]")
     page.wait_for_selector("#segments .segment.edited[data-index='0']")
@@ -391,6 +417,7 @@ def test_account_keys_and_password(browser: Any, site: Site) -> None:
         page.fill("#current-password", PASSWORD)
         page.click("#password-form button[type=submit]")
         page.wait_for_selector("#password-status.ok")
+        esi.check_labels()
         _shot(page, "account-desktop")
         page.click("#sign-out")
         page.wait_for_url("**/login")
@@ -420,6 +447,7 @@ def test_admin_sees_users_usage_and_asr_servers(browser: Any, site: Site) -> Non
         page.wait_for_selector("#toast:not([hidden])")
         users = httpx.get(f"{site.url}/v1/users", headers=auth(site.users["root"]), timeout=10).json()["data"]
         assert {u["name"]: u for u in users}["kofi"]["audio_minutes_per_day"] == 12.5
+        root.check_labels()
         _shot(page, "admin-desktop")
         kofi = Person(browser, site)
         try:
