@@ -30,7 +30,7 @@ pytest.importorskip("fastapi")
 from twi_asr.text import wer  # noqa: E402
 
 from ..conftest import _ffmpeg, speak  # noqa: E402
-from ..services import EASY_SENTENCES, Server, start_server, stop_server  # noqa: E402
+from ..services import EASY_SENTENCES, Server, free_port, start_server, stop_server  # noqa: E402
 from .harness import (  # noqa: E402
     Backend,
     auth,
@@ -56,8 +56,9 @@ ROWS_ARE = "n => document.querySelectorAll('#jobs tbody tr').length === n"
 
 @dataclass(frozen=True)
 class Clips:
-    twi_named: Path  # two sentences with a pause: two segments at least
+    twi_named: Path  # three sentences with pauses: several segments
     said: list[str]
+    dropped: list[tuple[Path, str]]  # dropped on the page together
     mic: Path
     mic_text: str
     mic_seconds: float
@@ -67,6 +68,7 @@ class Clips:
 class Site:
     backend: Backend
     asr: Server
+    dead_asr: str  # a second ASR URL where nothing listens: the admin page says so
     users: dict[str, str]  # name -> API key
 
     @property
@@ -99,7 +101,11 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> Clips:
     twi_named = _concat(parts, folder / FILENAME)
     mic_text = EASY_SENTENCES[5]
     mic = _concat([pause, speak(mic_text, folder / "mic_speech.wav"), pause], folder / "mic.wav")
-    return Clips(twi_named, said, mic, mic_text, _seconds(mic))
+    dropped = [
+        (speak(t, folder / f"drop {n}.wav"), t)
+        for n, t in (("ɛ", EASY_SENTENCES[7]), ("ŋ", EASY_SENTENCES[9]))
+    ]
+    return Clips(twi_named, said, dropped, mic, mic_text, _seconds(mic))
 
 
 @pytest.fixture(scope="module")
@@ -115,9 +121,10 @@ def site(tmp_path_factory: pytest.TempPathFactory, postgres: Any) -> Iterator[Si
     )
     names = {"ama": False, "kofi": False, "root": True}
     keys = {name: create_user(env, name, admin=admin, password=PASSWORD) for name, admin in names.items()}
-    backend = start_backend(data / "backend.log", env, [asr.url], "--workers", "2")
+    dead = f"http://127.0.0.1:{free_port()}"
+    backend = start_backend(data / "backend.log", env, [asr.url, dead], "--workers", "2")
     try:
-        yield Site(backend, asr, keys)
+        yield Site(backend, asr, dead, keys)
     finally:
         stop_backend(backend)
         stop_server(asr)
@@ -233,6 +240,11 @@ def _srt_blocks(srt: str) -> list[tuple[str, str]]:
 def _upload_and_wait(page: Any, path: Path, name: str) -> str:
     """Upload through the page's file input; wait for the job's row to say done; its id."""
     page.set_input_files("#files", str(path))
+    return _wait_row_done(page, name)
+
+
+def _wait_row_done(page: Any, name: str) -> str:
+    """Wait for the job list's row of ``name`` to finish; assert it is done; its job id."""
     row = page.locator("#jobs tbody tr", has=page.locator("td.filename", has_text=name)).first
     row.wait_for(timeout=60_000)
     page.wait_for_function(
@@ -289,6 +301,7 @@ def test_sign_in_upload_read_seek_download_edit_sign_out(ama: Person, site: Site
     after = player.evaluate("a => a.currentTime")
     assert after >= start - 0.05 and after != before, (before, after, start)
     page.wait_for_selector(f"#segments .segment.playing[data-start='{last.get_attribute('data-start')}']")
+    page.wait_for_selector("#segments .segment.playing .word.now", timeout=10_000)  # the word playing
     second = segments.nth(1)  # by keyboard: the segment's time is a button
     second.locator(".seg-time").focus()
     page.keyboard.press("Enter")
@@ -356,6 +369,41 @@ def test_record_through_the_fake_microphone(ama: Person, clips: Clips) -> None:
     page.wait_for_selector("#segments .segment")
     heard = " ".join(page.locator("#segments .seg-text").all_inner_texts())
     assert wer(clips.mic_text, heard) < 0.35, heard
+
+
+DROP = """([files]) => {
+    const data = new DataTransfer();
+    for (const [name, b64] of files) {
+        const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+        data.items.add(new File([bytes], name, { type: "audio/wav" }));
+    }
+    const zone = document.getElementById("drop-zone");
+    zone.dispatchEvent(new DragEvent("dragover", { dataTransfer: data, bubbles: true, cancelable: true }));
+    zone.dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true }));
+}"""
+
+
+def test_drop_two_files_then_delete_one(ama: Person, clips: Clips) -> None:
+    import base64
+
+    page = ama.page
+    ama.sign_in("ama")
+    files = [[p.name, base64.b64encode(p.read_bytes()).decode()] for p, _ in clips.dropped]
+    page.evaluate(DROP, [files])
+    ids = [_wait_row_done(page, p.name) for p, _ in clips.dropped]
+    assert len(set(ids)) == 2
+    for (path, said), job_id in zip(clips.dropped, ids, strict=True):
+        page.goto(f"/jobs/{job_id}")
+        page.wait_for_selector("#segments .segment")
+        assert page.inner_text("#job-title") == path.name
+        heard = " ".join(page.locator("#segments .seg-text").all_inner_texts())
+        assert wer(said, heard) < 0.35, heard
+    page.once("dialog", lambda d: d.accept())
+    page.click("#job-delete")
+    page.wait_for_url(re.compile(r".*/$"))
+    page.wait_for_selector(f"#jobs tbody tr[data-job-id='{ids[0]}']")
+    assert page.locator(f"#jobs tbody tr[data-job-id='{ids[1]}']").count() == 0
+    assert page.goto(f"/jobs/{ids[1]}").status == 404  # type: ignore[union-attr]
 
 
 def test_another_users_job_is_404_and_csrf_is_needed(browser: Any, site: Site, clips: Clips) -> None:
@@ -438,6 +486,9 @@ def test_admin_sees_users_usage_and_asr_servers(browser: Any, site: Site) -> Non
         assert page.url.endswith("/admin")
         server = page.locator("#servers tbody tr", has_text=site.asr.url)
         assert server.locator("td.ok").inner_text() == "ready"
+        dead = page.locator("#servers tbody tr", has_text=site.dead_asr)
+        assert dead.locator("td.bad").inner_text() == "not ready"
+        assert dead.locator("td").nth(2).inner_text().strip()  # and why, in words
         page.wait_for_selector("#users tbody tr[data-user=ama]")
         heads = page.locator("#users thead th").all_inner_texts()
         assert len(heads) == 4 + 7 + 1

@@ -27,7 +27,20 @@
     const message = job.status === "failed" && job.error ? job.error.message : job.waiting ? `Waiting: ${job.waiting}` : "";
     error.textContent = message;
     error.hidden = !message;
+    const remove = document.getElementById("job-delete");
+    remove.textContent = job.status === "queued" || job.status === "running" ? "Cancel" : "Delete";
   }
+
+  document.getElementById("job-delete").addEventListener("click", async (e) => {
+    const cancelling = e.target.textContent === "Cancel";
+    const question = cancelling ? "Cancel this job?" : "Delete this job, its audio and its transcripts? This cannot be undone.";
+    if (!confirm(question)) return;
+    try {
+      const answer = await api(`/v1/jobs/${jobId}`, { method: "DELETE" });
+      if (answer) { showJob(answer); toast("Cancelled."); }
+      else location.href = "/";
+    } catch (err) { toast(`Not done: ${err.message}`, "error"); }
+  });
 
   async function watch() {
     try {
