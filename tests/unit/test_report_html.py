@@ -236,6 +236,9 @@ def test_the_histogram_svg_has_a_bar_per_bin_with_tooltips_and_axis_labels() -> 
     assert 'id="cer-histogram"' in page
     chart = histogram_chart([0.0, 0.5], "CER")
     assert [t.label for t in chart.ticks] == ["0", "1", "2", "3", "4"]
+    assert [t.label for t in histogram_chart([0.05] * 76, "WER").ticks] == ["0", "20", "40", "60", "80"]
+    assert [t.label for t in histogram_chart([0.05] * 92, "WER").ticks] == ["0", "25", "50", "75", "100"]
+    assert [t.label for t in histogram_chart([0.05] * 7, "WER").ticks] == ["0", "2", "4", "6", "8"]
 
 
 def test_rtf_chart_in_finish_order_with_tooltips() -> None:

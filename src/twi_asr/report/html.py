@@ -111,6 +111,7 @@ class ReportView:
     version: str
     started: str
     finished: str
+    cards: list[Row]
     summary: list[Row]
     gates: list[GateView]
     settings: list[Row]
@@ -165,9 +166,9 @@ def _summary_rows(report: BatchReport) -> list[Row]:
     rows.append(
         Row("wall time", clock(s["wall_seconds"]) if s["wall_seconds"] >= 0.05 else "< 0.1 s", key="wall")
     )
-    if s["real_time_factor"] is not None:
+    if s["real_time_factor"] is not None and report.kind == "batch":
         rows.append(Row("real-time factor (this run)", f"{s['real_time_factor']:.3f}", key="rtf"))
-    if s["files_per_minute"] is not None:
+    if s["files_per_minute"] is not None and report.kind == "batch":
         rows.append(Row("files per minute (this run)", f"{s['files_per_minute']:.1f}", key="fpm"))
     if report.scores is not None:
         n = report.scores.files
@@ -182,6 +183,38 @@ def _summary_rows(report: BatchReport) -> list[Row]:
         rows.append(Row("gates", "passed" if ok else "FAILED", bad=not ok, key="gates"))
     rows.append(Row("exit code", str(s["exit_code"]), bad=bool(s["exit_code"]), key="exit_code"))
     return rows
+
+
+def _cards(report: BatchReport) -> list[Row]:
+    """The headline figures at the top of the page (the full list is in the run details)."""
+    s = report.summary()
+    cards = [
+        Row("WER (overall)", pct(report.scores.wer) if report.scores else "–", key="wer"),
+        Row("CER (overall)", pct(report.scores.cer) if report.scores else "–", key="cer"),
+        Row("files", str(s["files"]), key="files"),
+        Row("done", str(s["ok"]), key="ok"),
+        Row("failed", str(s["failed"]), bad=bool(s["failed"]), key="failed"),
+    ]
+    if s["pending"]:
+        cards.append(Row("not reached", str(s["pending"]), bad=True, key="pending"))
+    if report.kind == "batch":
+        cards.append(Row("audio (ok files)", clock(s["audio_seconds"]), key="audio"))
+    cards.append(
+        Row("wall time", clock(s["wall_seconds"]) if s["wall_seconds"] >= 0.05 else "< 0.1 s", key="wall")
+    )
+    if s["real_time_factor"] is not None and report.kind == "batch":
+        cards.append(Row("real-time factor", f"{s['real_time_factor']:.3f}", key="rtf"))
+    if report.gates:
+        ok = report.gates_passed
+        cards.append(Row("gates", "passed" if ok else "FAILED", bad=not ok, key="gates"))
+    settings = report.settings
+    if report.kind == "batch":
+        model = settings.get("model") or ("the image's own" if settings.get("backend") == "docker" else "–")
+        cards.append(Row("model", str(model), key="model"))
+        backend = settings.get("backend") or "local"
+        engine = f"{settings.get('engine', 'auto')} ({backend})" if backend == "local" else backend
+        cards.append(Row("engine", engine, key="engine"))
+    return cards
 
 
 def _status_note(report: BatchReport) -> str:
@@ -227,7 +260,8 @@ def _rtf_section(report: BatchReport) -> tuple[Chart | None, str, list[Row]]:
     ]
     rtfs = [p.rtf for p in points]
     notes = [
-        "Processing time per file is its audio decode plus its share of the engine batch it ran in "
+        "Real-time factor = processing seconds / audio seconds. Processing time per file is its audio "
+        "decode plus its share of the engine batch it ran in "
         "(local engine) or its request time (servers); below 1 is faster than real time."
     ]
     if untimed:
@@ -305,6 +339,7 @@ def build_view(report: BatchReport) -> ReportView:
         version=__version__,
         started=report.started_utc or "",
         finished=report.finished_utc or "",
+        cards=_cards(report),
         summary=_summary_rows(report),
         gates=[
             GateView(g.label, g.passed, g.message(), pct(g.value) if g.value is not None else "–")

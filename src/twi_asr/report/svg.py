@@ -145,6 +145,17 @@ def nice_ceiling(value: float) -> float:
     return 10.0 ** (exp + 1)
 
 
+def _count_step(at_least: float) -> int:
+    """The smallest whole step of 1, 2, 5 x 10^k (or 25 x 10^k) at or above ``at_least`` (0 -> 1)."""
+    exp = 0
+    while True:
+        for mantissa in (1, 2, 5) if exp == 0 else (1, 2, 2.5, 5):
+            step = round(mantissa * 10**exp)
+            if step >= at_least:
+                return step
+        exp += 1
+
+
 def _ticks(top: float, plot_h: float, fmt: str, count: int = 4) -> tuple[Tick, ...]:
     """``count`` + 1 gridlines from 0 to ``top`` (data units), placed in a plot ``plot_h`` high."""
     return tuple(
@@ -159,7 +170,7 @@ def histogram_chart(values: Sequence[float], metric: str) -> Chart:
     stay legible at phone width; the count is written above each non-empty bar.
     """
     bins = histogram_bins(values)
-    top = 4.0 * max(1, math.ceil(max(b.count for b in bins) / 4))  # four ticks of whole files
+    top = 4.0 * _count_step(max(b.count for b in bins) / 4)  # four gridlines at round file counts
     width, height = HIST_SIZE
     plot_w, plot_h = width - LEFT - RIGHT, height - TOP - BOTTOM
     slot = plot_w / len(bins)
@@ -238,12 +249,14 @@ def rtf_chart(points: Sequence[RtfPoint]) -> Chart:
         shown.pop(-2)  # the last file's label instead of one crowding it
     labels = tuple(XLabel(LEFT + (i + 0.5) * slot, str(i + 1)) for i in shown)
     ref_y = TOP + plot_h - plot_h / top if top >= 1.0 else None
+    mantissa = top / 10.0 ** math.floor(math.log10(top))
+    intervals = 4 if math.isclose(mantissa, 2.0) else 5  # steps of 0.5, 0.2 or 1 (x 10^k), never 0.125
     return Chart(
         tuple(bars),
-        _ticks(top, plot_h, ".3g"),
+        _ticks(top, plot_h, ".3g", intervals),
         labels,
         x_title="files, in the order they finished",
-        y_title="RTF (processing s / audio s)",
+        y_title="real-time factor",
         width=width,
         height=height,
         reference_y=ref_y,
