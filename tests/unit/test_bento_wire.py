@@ -33,6 +33,31 @@ def test_clip_json_round_trip_keeps_every_sample_bit_for_bit() -> None:
     assert back.options() == options
 
 
+def test_every_decoding_option_travels_and_unknown_or_bad_ones_are_refused() -> None:
+    import dataclasses
+
+    z = np.zeros(160, np.float32)
+    options = TranscribeOptions(
+        language="sw", task="translate", beam_size=2, temperatures=(0.0, 0.5), initial_prompt="Akwaaba ɛ ɔ",
+        word_timestamps=True, compression_ratio_threshold=None, log_prob_threshold=-2.0,
+        no_speech_threshold=None, condition_on_previous_text=False, token_logprobs=True,
+    )  # fmt: skip
+    assert all(
+        getattr(options, f.name) != f.default for f in dataclasses.fields(TranscribeOptions)
+    )  # every field away from its default, so a dropped one shows
+    back = Clip.model_validate_json(Clip.of(z, options).model_dump_json())
+    assert back.options() == options
+    few = Clip.model_validate({"audio": Clip.of(z, options).audio, "decode": {"beam_size": 1}})
+    assert few.options() == TranscribeOptions(beam_size=1)
+    assert groups([few, Clip.of(z, TranscribeOptions(beam_size=1))]) == [[0, 1]]
+    with pytest.raises(ValidationError, match="unknown decoding option 'beam'"):
+        Clip.model_validate({"audio": "", "decode": {"beam": 1}})
+    with pytest.raises(ValidationError, match="beam size"):
+        Clip.model_validate({"audio": "", "decode": {"beam_size": 0}})
+    with pytest.raises(ValidationError, match="Extra inputs"):
+        Clip.model_validate({"audio": "", "language": "fr"})
+
+
 def test_clip_of_a_float64_or_strided_view_sends_float32_samples() -> None:
     audio = np.linspace(-1, 1, 1000)[::2]  # float64, strided
     clip = Clip.of(audio, TranscribeOptions())

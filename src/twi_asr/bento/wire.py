@@ -13,28 +13,34 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
+import json
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..errors import UsageError
 from ..types import TranscribeOptions, Transcript
+
+_OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(TranscribeOptions))
 
 
 class Clip(BaseModel):
-    """16 kHz mono float32 samples and the decoding options asked for them."""
+    """16 kHz mono float32 samples and the decoding options asked for them.
 
-    model_config = ConfigDict(frozen=True)
+    ``decode`` is :class:`TranscribeOptions` as a dict (``dataclasses.asdict``), so a new
+    decoding option travels without a change here; an unknown name or a bad value is refused
+    when the clip is made.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     audio: str = Field(description="16 kHz mono samples: little-endian float32, base64")
-    language: str | None = None
-    task: Literal["transcribe", "translate"] = "transcribe"
-    beam_size: int = Field(5, ge=1, le=20)
-    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-    initial_prompt: str | None = None
-    word_timestamps: bool = False
-    token_logprobs: bool = False
+    decode: dict[str, Any] = Field(
+        default_factory=dict, description="TranscribeOptions fields (unset: their defaults)"
+    )
 
     @field_validator("audio")
     @classmethod
@@ -48,20 +54,24 @@ class Clip(BaseModel):
             raise ValueError(f"audio is {size} bytes, not a whole number of float32 samples")
         return value
 
+    @field_validator("decode")
+    @classmethod
+    def _known_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Only TranscribeOptions' own fields, with values it accepts."""
+        unknown = sorted(set(value) - _OPTION_NAMES)
+        if unknown:
+            raise ValueError(f"unknown decoding option {unknown[0]!r}")
+        try:
+            _options(value)
+        except (UsageError, TypeError) as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
     @classmethod
     def of(cls, samples: np.ndarray, options: TranscribeOptions) -> Clip:
         """A clip of ``samples`` to be decoded with ``options``."""
         data = np.ascontiguousarray(samples, dtype="<f4").tobytes()
-        return cls(
-            audio=base64.b64encode(data).decode("ascii"),
-            language=options.language,
-            task=options.task,
-            beam_size=options.beam_size,
-            temperatures=tuple(options.temperatures),
-            initial_prompt=options.initial_prompt,
-            word_timestamps=options.word_timestamps,
-            token_logprobs=options.token_logprobs,
-        )
+        return cls(audio=base64.b64encode(data).decode("ascii"), decode=dataclasses.asdict(options))
 
     def samples(self) -> np.ndarray:
         """The samples as a read-only float32 array (checked whole when the clip was made)."""
@@ -69,24 +79,21 @@ class Clip(BaseModel):
 
     def options(self) -> TranscribeOptions:
         """The decoding options this clip asked for."""
-        return TranscribeOptions(
-            language=self.language,
-            task=self.task,
-            beam_size=self.beam_size,
-            temperatures=self.temperatures,
-            initial_prompt=self.initial_prompt,
-            word_timestamps=self.word_timestamps,
-            token_logprobs=self.token_logprobs,
-        )
+        return _options(self.decode)
 
-    def key(self) -> tuple[Any, ...]:
+    def key(self) -> str:
         """Clips with equal keys can share one engine call."""
-        return tuple(self.model_dump(exclude={"audio"}).values())
+        return json.dumps(dataclasses.asdict(self.options()), sort_keys=True)
+
+
+def _options(decode: dict[str, Any]) -> TranscribeOptions:
+    """TranscribeOptions from JSON values (its tuples arrive as lists)."""
+    return TranscribeOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in decode.items()})
 
 
 def groups(clips: Sequence[Clip]) -> list[list[int]]:
     """Indices of ``clips`` grouped by their options, each group in input order."""
-    by_key: dict[tuple[Any, ...], list[int]] = {}
+    by_key: dict[str, list[int]] = {}
     for i, clip in enumerate(clips):
         by_key.setdefault(clip.key(), []).append(i)
     return list(by_key.values())
