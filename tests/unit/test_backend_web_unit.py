@@ -7,9 +7,9 @@ import pytest
 
 pytest.importorskip("fastapi")
 
+from twi_asr.backend.api.routes_pages import languages  # noqa: E402
 from twi_asr.backend.api.routes_web import safe_next  # noqa: E402
 from twi_asr.backend.services.edits import apply_edits, segment_views  # noqa: E402
-from twi_asr.backend.web.pages import languages  # noqa: E402
 from twi_asr.types import Segment, Transcript, Word  # noqa: E402
 from twi_asr.writers import render  # noqa: E402
 

@@ -121,10 +121,10 @@ def _add_web_app(app: FastAPI) -> None:
     """The pages people use (``/``, ``/jobs/ID``, ``/account``, ``/admin``) and their static files."""
     from fastapi.staticfiles import StaticFiles
 
-    from ..web import pages
     from ..web.render import STATIC_DIR
+    from . import routes_pages
 
-    app.include_router(pages.router)
+    app.include_router(routes_pages.router)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
 
 

@@ -1,4 +1,4 @@
-"""The web app's pages: server-rendered Jinja2 shells that a little plain JavaScript fills in.
+"""The web app's pages: server-rendered Jinja2 shells (``backend/web``) that plain JavaScript fills in.
 
 Every page needs a signed-in browser session (else a redirect to ``/login``);
 the page carries the session's CSRF token in a ``<meta>`` tag, and its script
@@ -17,12 +17,12 @@ from starlette.concurrency import run_in_threadpool
 
 from ...languages import WHISPER_LANGUAGES
 from ...writers import FORMATS
-from ..api.deps import Auth, Ctx, authenticate
 from ..db.models import JOB_STATES
 from ..errors import BackendError, Unauthorized
 from ..services import jobs
 from ..services.views import job_view
-from .render import render
+from ..web.render import render
+from .deps import Auth, Ctx, authenticate
 
 __all__ = ["page_auth", "router"]
 
