@@ -406,6 +406,36 @@ def test_drop_two_files_then_delete_one(ama: Person, clips: Clips) -> None:
     assert page.goto(f"/jobs/{ids[1]}").status == 404  # type: ignore[union-attr]
 
 
+def test_errors_are_said_in_words(ama: Person, tmp_path: Path) -> None:
+    page = ama.page
+    ama.sign_in("ama")
+    notes = tmp_path / "nsɛm.wav"
+    notes.write_text("Meeting notes: text, not audio.\n" * 40)
+    page.set_input_files("#files", str(notes))
+    row = page.locator("#jobs tbody tr", has=page.locator("td.filename", has_text=notes.name)).first
+    row.wait_for(timeout=60_000)
+    page.wait_for_function(
+        "n => [...document.querySelectorAll('#jobs tbody tr')].some(r =>"
+        " r.querySelector('td.filename').textContent === n && r.dataset.status === 'failed')",
+        arg=notes.name,
+        timeout=WAIT_MS,
+    )
+    said = row.locator("td.links .error").inner_text()
+    assert "audio" in said and "{" not in said, said  # a sentence, not a JSON body
+    row.locator("td.filename a").click()
+    page.wait_for_selector("#job-error:not([hidden])")
+    assert page.inner_text("#job-error") == said
+    assert "failed" in page.inner_text("#segments-wait")
+    page.goto("/")
+    page.set_input_files(
+        "#files", {"name": "slides.pdf", "mimeType": "application/pdf", "buffer": b"%PDF-1.4"}
+    )
+    refused = page.locator("#uploads li.failed .state")
+    refused.wait_for(timeout=30_000)
+    assert refused.inner_text().startswith("not sent: ") and "{" not in refused.inner_text()
+    page.wait_for_selector("#toast:not([hidden])")
+
+
 def test_another_users_job_is_404_and_csrf_is_needed(browser: Any, site: Site, clips: Clips) -> None:
     with clips.twi_named.open("rb") as fh:
         made = httpx.post(f"{site.url}/v1/jobs", headers=auth(site.users["ama"]),
