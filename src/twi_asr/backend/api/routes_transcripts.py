@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import mimetypes
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -69,7 +69,13 @@ async def segments(job_id: str, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
     summary="Correct one segment's text (null undoes it)",
     responses=NOT_DONE | {404: error_doc("No such job or segment")},
 )
-async def correct(job_id: str, index: int, request: Request, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
+async def correct(
+    job_id: str,
+    index: Annotated[int, Path(ge=0, le=1_000_000)],
+    request: Request,
+    ctx: Ctx,
+    user: CurrentUser,
+) -> dict[str, Any]:
     """``{"text": "..."}`` saves a correction; the original stays, and downloads use the correction."""
     body = await read_json(request)
     extra = set(body) - {"text"}

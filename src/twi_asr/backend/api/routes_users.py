@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from ..db.models import ApiKey, User
@@ -209,14 +209,12 @@ def revoke_user_key(name: str, key_id: str, ctx: Ctx, _: CurrentAdmin) -> Respon
 
 
 @router.get("/v1/admin/usage", summary="Audio minutes per user per UTC day (admins)", responses=ADMIN)
-def usage_by_day(ctx: Ctx, _: CurrentAdmin, days: int = 7) -> dict[str, Any]:
+def usage_by_day(ctx: Ctx, _: CurrentAdmin, days: Annotated[int, Query(ge=1, le=92)] = 7) -> dict[str, Any]:
     """``{"days": [...], "data": [{"name", "quotas", "minutes": {day: minutes}}]}``, oldest day first."""
     from datetime import timedelta
 
     from ..db.models import utcnow
 
-    if not 1 <= days <= 92:
-        raise InvalidInput("days must be from 1 to 92", param="days")
     today = utcnow().date()
     span = [(today - timedelta(days=n)).isoformat() for n in range(days - 1, -1, -1)]
     with ctx.db.session() as s:

@@ -44,6 +44,13 @@ def safe_next(target: object) -> str:
 @router.get("/login", response_class=HTMLResponse, summary="The login form")
 def login_page(request: Request, ctx: Ctx, error: str | None = None, next: str = "/") -> HTMLResponse:
     """A form whose CSRF token is an HMAC of a random pre-login cookie (double submit, signed)."""
+    return _login_form(request, ctx, error=error, next=next, status_code=200)
+
+
+def _login_form(
+    request: Request, ctx: Any, *, error: str | None, next: str, status_code: int
+) -> HTMLResponse:
+    """The login form, with an error said in words (401 after a wrong password)."""
     from ..web.render import render
 
     nonce = request.cookies.get(PRELOGIN_COOKIE) or new_token()
@@ -55,7 +62,7 @@ def login_page(request: Request, ctx: Ctx, error: str | None = None, next: str =
         login_csrf=sign(ctx.secret, "login", nonce),
         error=error,
         next=safe_next(next),
-        status_code=401 if error else 200,
+        status_code=status_code,
     )
     page.set_cookie(
         PRELOGIN_COOKIE, nonce, httponly=True, samesite="lax", secure=_secure(request, ctx), max_age=3600
@@ -101,7 +108,10 @@ async def login(request: Request, ctx: Ctx) -> Response:
     except Unauthorized as exc:
         if "text/html" not in request.headers.get("accept", ""):
             raise
-        return login_page(request, ctx, error=exc.message, next=str(form.get("next") or "/"))  # a browser
+        # a browser (it asked for HTML): the form again, saying why
+        return _login_form(
+            request, ctx, error=exc.message, next=str(form.get("next") or "/"), status_code=401
+        )
     answer: Response = (
         JSONResponse({"name": user.name, "csrf_token": row.csrf_token})
         if wants_json

@@ -242,7 +242,7 @@ def _search(q: Any, text: str | None) -> Any:
     """Jobs whose file name or transcript contains ``text`` (any case; ``%`` and ``_`` literal)."""
     from sqlalchemy import func, or_
 
-    text = (text or "").strip()
+    text = (text or "").replace("\x00", "").strip()  # no stored text holds a NUL (PostgreSQL refuses one)
     if not text:
         return q
     if len(text) > 200:
