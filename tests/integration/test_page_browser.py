@@ -11,7 +11,6 @@ Playwright browser download. Skipped when either is missing, unless TWI_ASR_REQU
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,12 +22,12 @@ import pytest
 
 from twi_asr.text import wer
 
+from .browser import chromium
 from .conftest import _ffmpeg, speak
 from .services import EASY_SENTENCES, Server, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
 API = "**/v1/audio/transcriptions"
 WAIT_MS = 240_000  # tiny.en on a loaded 2-core machine; the long clip takes the most
 SRT_STAMP = r"\d\d:\d\d:\d\d,\d\d\d --> \d\d:\d\d:\d\d,\d\d\d"
@@ -95,31 +94,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def browser(clips: Clips) -> Iterator[Any]:
-    required = os.environ.get("TWI_ASR_REQUIRE_BROWSER") == "1"
-    missing = []
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing.append("the playwright package (pip install -e '.[dev]')")
-    if not CHROMIUM.exists():
-        missing.append(f"{CHROMIUM} (apt-get install chromium; scripts/setup.sh does)")
-    if missing:
-        reason = "browser tests need " + " and ".join(missing)
-        if required:
-            pytest.fail(reason + " (TWI_ASR_REQUIRE_BROWSER=1)")
-        pytest.skip(reason)
-    args = [
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
+    fake_microphone = [
         "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={clips.mic}",
         "--autoplay-policy=no-user-gesture-required",
     ]
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
-        yield chromium
-        chromium.close()
+    with chromium(fake_microphone) as launched:
+        yield launched
 
 
 @pytest.fixture

@@ -24,18 +24,17 @@ import pytest
 
 from twi_asr.text import normalize_twi
 
+from .browser import SCREENSHOTS, chromium
 from .conftest import speak
 from .services import EASY_SENTENCES
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
 SAID = EASY_SENTENCES[:4]  # sentences tiny.en hears right (the batch tests rely on that too)
 WRONG = 2  # "My brother plays football every Saturday morning."
 # The wrong reference: "brother" -> "sister" (a substitution), "every" left out (the transcript's
 # "every" is an insertion) and "in the park" added (deleted from the transcript's point of view).
 WRONG_REFERENCE = "My sister plays football Saturday morning in the park."
-SCREENSHOTS = Path(os.environ.get("TWI_ASR_ARTIFACTS", "artifacts")) / "screenshots"
 
 
 def env() -> dict[str, str]:
@@ -92,25 +91,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    required = os.environ.get("TWI_ASR_REQUIRE_BROWSER") == "1"
-    missing = []
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing.append("the playwright package (pip install -e '.[dev]')")
-    if not CHROMIUM.exists():
-        missing.append(f"{CHROMIUM} (apt-get install chromium; scripts/setup.sh does)")
-    if missing:
-        reason = "browser tests need " + " and ".join(missing)
-        if required:
-            pytest.fail(reason + " (TWI_ASR_REQUIRE_BROWSER=1)")
-        pytest.skip(reason)
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox", "--disable-dev-shm-usage"]
-        )
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @dataclass

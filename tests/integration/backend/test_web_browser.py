@@ -13,7 +13,6 @@ TWI_ASR_REQUIRE_BROWSER=1 (CI), where that is a failure.
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -29,6 +28,8 @@ pytest.importorskip("fastapi")
 
 from twi_asr.text import wer  # noqa: E402
 
+from ..browser import SCREENSHOTS as SHOTS  # noqa: E402
+from ..browser import chromium  # noqa: E402
 from ..conftest import _ffmpeg, speak  # noqa: E402
 from ..services import EASY_SENTENCES, Server, free_port, start_server, stop_server  # noqa: E402
 from .harness import (  # noqa: E402
@@ -43,13 +44,11 @@ from .harness import (  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
 FILENAME = "ɔkɔm nsɛm.wav"
 WAIT_MS = 240_000  # tiny.en on a loaded 2-core machine
 SRT_STAMP = r"\d\d:\d\d:\d\d,\d\d\d --> \d\d:\d\d:\d\d,\d\d\d"
 EDIT = "Mepɛ sɛ mekɔ fie ɛnnɛ ŋwɔ"  # ɛ ɔ ŋ through the edit, the database and the download
 PASSWORD = "correct horse battery"
-SHOTS = Path(os.environ.get("TWI_ASR_ARTIFACTS", "artifacts")) / "screenshots"
 PHONE = {"width": 390, "height": 844}
 ROWS_ARE = "n => document.querySelectorAll('#jobs tbody tr').length === n"
 
@@ -132,30 +131,14 @@ def site(tmp_path_factory: pytest.TempPathFactory, postgres: Any) -> Iterator[Si
 
 @pytest.fixture(scope="module")
 def browser(clips: Clips) -> Iterator[Any]:
-    missing = []
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing.append("the playwright package (pip install -e '.[dev]')")
-    if not CHROMIUM.exists():
-        missing.append(f"{CHROMIUM} (apt-get install chromium; scripts/setup.sh does)")
-    if missing:
-        reason = "browser tests need " + " and ".join(missing)
-        if os.environ.get("TWI_ASR_REQUIRE_BROWSER") == "1":
-            pytest.fail(reason + " (TWI_ASR_REQUIRE_BROWSER=1)")
-        pytest.skip(reason)
-    args = [
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
+    fake_microphone = [
         "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={clips.mic}",
         "--autoplay-policy=no-user-gesture-required",
     ]
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
-        yield chromium
-        chromium.close()
+    with chromium(fake_microphone) as launched:
+        yield launched
 
 
 class Person:

@@ -25,6 +25,7 @@ __all__ = [
     "object_schema",
     "read_form",
     "read_json",
+    "refuse_unknown",
 ]
 
 OPTION_FIELDS = ("language", "prompt", "word_timestamps", "task", "beam_size")
@@ -38,6 +39,13 @@ STR, INT, BOOL, FILE = (
     {"type": "string", "format": "binary"},
 )
 EMPTY = {"type": "string", "maxLength": 0}  # an empty form field: the option keeps its default
+
+
+def refuse_unknown(fields: Any, allowed: Any) -> None:
+    """400 ``unknown_field`` naming the first field (by name) that is not in ``allowed``."""
+    unknown = sorted(set(fields) - set(allowed))
+    if unknown:
+        raise InvalidInput(f"unknown field {unknown[0]!r}", code="unknown_field", param=unknown[0])
 
 
 def object_schema(

@@ -29,6 +29,7 @@ from .forms import (
     object_schema,
     read_form,
     read_json,
+    refuse_unknown,
 )
 
 __all__ = ["router"]
@@ -136,11 +137,7 @@ async def submit(
                     param="file",
                 )
             fields = {k: v for k, v in form.items() if k != "file" and isinstance(v, str)}
-            unknown = set(fields) - set(OPTION_FIELDS) - {"webhook_url", "model", "response_format"}
-            if unknown:
-                raise InvalidInput(
-                    f"unknown field {sorted(unknown)[0]!r}", code="unknown_field", param=sorted(unknown)[0]
-                )
+            refuse_unknown(fields, {*OPTION_FIELDS, "webhook_url", "model", "response_format"})
             req = _request(fields, idempotency_key, upload.filename or "", upload.content_type)
             job, created = await run_in_threadpool(
                 jobs.submit_file, ctx.db, ctx.blobs, ctx.settings, user, req, upload.file
@@ -150,11 +147,7 @@ async def submit(
         return _answer(job, created, ctx)
     if kind in ("application/json", ""):
         body = await read_json(request)
-        unknown = set(body) - set(OPTION_FIELDS) - {"webhook_url", "upload_id", "s3_uri"}
-        if unknown:
-            raise InvalidInput(
-                f"unknown field {sorted(unknown)[0]!r}", code="unknown_field", param=sorted(unknown)[0]
-            )
+        refuse_unknown(body, {*OPTION_FIELDS, "webhook_url", "upload_id", "s3_uri"})
         _check_json_types(body)
         req = _request(body, idempotency_key)
         if isinstance(body.get("upload_id"), str):

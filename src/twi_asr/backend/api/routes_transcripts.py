@@ -23,7 +23,7 @@ from ..services.edits import MAX_SEGMENT_CHARS, edit_segment, load_transcript, s
 from ..services.views import iso
 from .deps import Ctx, CurrentUser
 from .errors import ERRORS, error_doc
-from .forms import STR, body_doc, content_disposition, object_schema, read_json
+from .forms import STR, body_doc, content_disposition, object_schema, read_json, refuse_unknown
 
 __all__ = ["router"]
 
@@ -78,10 +78,7 @@ async def correct(
 ) -> dict[str, Any]:
     """``{"text": "..."}`` saves a correction; the original stays, and downloads use the correction."""
     body = await read_json(request)
-    extra = set(body) - {"text"}
-    if extra:
-        field = sorted(extra)[0]
-        raise InvalidInput(f"unknown field {field!r}", code="unknown_field", param=field)
+    refuse_unknown(body, {"text"})
     if "text" not in body:
         raise InvalidInput("send {'text': 'the corrected text'} (or null to undo)", param="text")
     job = _job(ctx, user, job_id)

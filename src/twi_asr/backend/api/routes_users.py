@@ -13,7 +13,7 @@ from ..services import quotas, users
 from ..services.views import iso
 from .deps import Ctx, CurrentAdmin, CurrentUser
 from .errors import ERRORS, error_doc
-from .forms import BOOL, STR, body_doc, object_schema, read_json
+from .forms import BOOL, STR, body_doc, object_schema, read_json, refuse_unknown
 
 __all__ = ["router"]
 
@@ -98,10 +98,7 @@ async def change_password(request: Request, ctx: Ctx, user: CurrentUser) -> dict
     from .deps import SESSION_COOKIE
 
     body = await read_json(request)
-    extra = set(body) - {"current_password", "new_password"}
-    if extra:
-        field = sorted(extra)[0]
-        raise InvalidInput(f"unknown field {field!r}", code="unknown_field", param=field)
+    refuse_unknown(body, {"current_password", "new_password"})
     with ctx.db.session() as s:
         ended = users.change_password(
             s,
