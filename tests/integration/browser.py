@@ -21,6 +21,16 @@ BASE_ARGS = ("--no-sandbox", "--disable-dev-shm-usage")
 SCREENSHOTS = Path(os.environ.get("TWI_ASR_ARTIFACTS", "artifacts")) / "screenshots"
 
 
+def fake_microphone(clip: Path) -> list[str]:
+    """Chromium flags that make ``clip`` the microphone (allowed without asking) and let audio autoplay."""
+    return [
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={clip}",
+        "--autoplay-policy=no-user-gesture-required",
+    ]
+
+
 @contextmanager
 def chromium(extra_args: Sequence[str] = ()) -> Iterator[Any]:
     """A launched headless Chromium (closed on exit), or a skip (a failure in CI) saying what is missing."""

@@ -22,7 +22,7 @@ import pytest
 
 from twi_asr.text import wer
 
-from .browser import chromium
+from .browser import chromium, fake_microphone
 from .conftest import _ffmpeg, speak
 from .services import EASY_SENTENCES, Server, start_server, stop_server
 
@@ -94,13 +94,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def browser(clips: Clips) -> Iterator[Any]:
-    fake_microphone = [
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={clips.mic}",
-        "--autoplay-policy=no-user-gesture-required",
-    ]
-    with chromium(fake_microphone) as launched:
+    with chromium(fake_microphone(clips.mic)) as launched:
         yield launched
 
 

@@ -29,7 +29,7 @@ pytest.importorskip("fastapi")
 from twi_asr.text import wer  # noqa: E402
 
 from ..browser import SCREENSHOTS as SHOTS  # noqa: E402
-from ..browser import chromium  # noqa: E402
+from ..browser import chromium, fake_microphone  # noqa: E402
 from ..conftest import _ffmpeg, speak  # noqa: E402
 from ..services import EASY_SENTENCES, Server, free_port, start_server, stop_server  # noqa: E402
 from .harness import (  # noqa: E402
@@ -131,13 +131,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, postgres: Any) -> Iterator[Si
 
 @pytest.fixture(scope="module")
 def browser(clips: Clips) -> Iterator[Any]:
-    fake_microphone = [
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={clips.mic}",
-        "--autoplay-policy=no-user-gesture-required",
-    ]
-    with chromium(fake_microphone) as launched:
+    with chromium(fake_microphone(clips.mic)) as launched:
         yield launched
 
 
